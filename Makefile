@@ -1,0 +1,43 @@
+# rage-lua: the two commands are `make run` (the showcase app) and `make test` (everything).
+# Both install missing Debian packages first, then configure and build.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+APP        ?= apps/hello
+PORT       ?= 3000
+
+.PHONY: all deps build run test test-fast test-asan bench clean
+
+all: build
+
+deps:
+	@tools/deps
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Serves the showcase app on http://127.0.0.1:$(PORT).
+run: build
+	$(BUILD)/rage-lua run $(APP) --port $(PORT)
+
+# The whole suite: the ASan + UBSan build runs the C tests and the end-to-end specs, then the
+# regular build runs everything. The last lines are ctest's summary.
+test: deps test-asan test-fast
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DRAGE_SANITIZE=ON -DRAGE_WERROR=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j 2 -R '^(c|e2e|apps)/'
+
+bench:
+	bench/run
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-release

@@ -1,0 +1,4 @@
+return function(r)
+  r:get("/greet/:name", "host#greet")
+  r:get("/wait", "host#wait")
+end

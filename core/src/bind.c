@@ -1,0 +1,452 @@
+/*
+ * bind.c - the one binding layer between the core and lua/rage: the `rage.core` module and
+ * request objects. Only the lua/rage modules uses these directly; apps see the rage.* API built on them.
+ *
+ * Conventions (as lua-resty-core): functions that can fail return nil, kind, message; misuse
+ * (wrong argument types) raises. Suspending functions follow the protocol in sched.h.
+ *
+ * A request object is a full userdata holding one pointer to its rage__req_t. The core clears
+ * that pointer when the request's fiber finishes, so an object kept past its request raises a
+ * clear error instead of touching freed memory.
+ */
+#include <dirent.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "runtime.h"
+#include "timer.h"
+
+#define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
+#define MAX_STACK_HEADERS 64
+
+/* ---- request objects -------------------------------------------------------------------- */
+
+static rage__req_t *check_req(lua_State *L) {
+  void **box = luaL_checkudata(L, 1, "rage.request");
+  if (*box == NULL) luaL_error(L, "this request has finished; its object is no longer usable");
+  return *box;
+}
+
+void rage__bind_push_box(rage_runtime_t *rt, lua_State *L, rage__req_t *req) {
+  void **box = lua_newuserdata(L, sizeof(void *));
+  *box = req;
+  req->box = box;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->box_mt_ref);
+  lua_setmetatable(L, -2);
+}
+
+static int req_header(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  const rage_header_t *h = rage__req_header(req, name, len);
+  if (h == NULL) return 0;
+  lua_pushlstring(L, h->value, h->value_len);
+  return 1;
+}
+
+/* All headers as a table keyed by lower-case name; repeated headers are joined with ", "
+ * (Cookie with "; "), as Rack and Node do. */
+static int req_headers(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  char name[256];
+  lua_createtable(L, 0, (int)req->nheaders);
+  for (unsigned i = 0; i < req->nheaders; i++) {
+    const rage_header_t *h = &req->headers[i];
+    size_t n = h->name_len < sizeof(name) ? h->name_len : sizeof(name) - 1;
+    for (size_t j = 0; j < n; j++) {
+      char c = h->name[j];
+      name[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    lua_pushlstring(L, name, n);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->value, h->value_len);
+    } else {
+      const char *sep = (n == 6 && memcmp(name, "cookie", 6) == 0) ? "; " : ", ";
+      lua_pushstring(L, sep);
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+static int req_body(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+  return 1;
+}
+
+static int req_version(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  lua_pushfstring(L, "%d.%d", (int)req->http_major, (int)req->http_minor);
+  return 1;
+}
+
+static int req_peer(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  char ip[64];
+  if (rage__req_peer(req, ip, sizeof(ip)) != 0) return 0;
+  lua_pushstring(L, ip);
+  return 1;
+}
+
+static int req_responded(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  lua_pushboolean(L, req->responded);
+  return 1;
+}
+
+static int req_connected(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  lua_pushboolean(L, req->conn != NULL || req->cb != NULL);
+  return 1;
+}
+
+/*
+ * Collects a Lua header table at `idx` ({name = value} or {name = {v1, v2}}, strings only) into
+ * an array. Names and values point into strings the table holds, so they stay valid while the
+ * table is on the stack. More headers than fit in `stack` go to a userdata pushed on the stack.
+ */
+static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_header_t *stack) {
+  size_t n = 0, count = 0;
+  rage_header_t *hs = stack;
+  *out = hs;
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    count += lua_type(L, -1) == LUA_TTABLE ? lua_objlen(L, -1) : 1;
+    lua_pop(L, 1);
+  }
+  if (count > MAX_STACK_HEADERS) hs = lua_newuserdata(L, count * sizeof(*hs));
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(L, -2, &nlen);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      hs[n].name = name;
+      hs[n].name_len = nlen;
+      hs[n].value = lua_tolstring(L, -1, &vlen);
+      hs[n].value_len = vlen;
+      n++;
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+      size_t m = lua_objlen(L, -1);
+      for (size_t i = 1; i <= m && n < count; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header '%s' has a non-string value", name);
+        hs[n].name = name;
+        hs[n].name_len = nlen;
+        hs[n].value = lua_tolstring(L, -1, &vlen);
+        hs[n].value_len = vlen;
+        n++;
+        lua_pop(L, 1);
+      }
+    } else {
+      luaL_error(L, "header '%s' has a non-string value", name);
+    }
+    lua_pop(L, 1);
+  }
+  *out = hs;
+  return n;
+}
+
+static int req_respond(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  int status = luaL_checkint(L, 2);
+  rage_header_t stack[MAX_STACK_HEADERS], *hs;
+  int top = lua_gettop(L);
+  size_t blen = 0;
+  const char *body = lua_isnoneornil(L, 4) ? "" : luaL_checklstring(L, 4, &blen);
+  size_t n = collect_headers(L, 3, &hs, stack);
+  const char *err = NULL;
+  int r = rage__req_respond(req, status, hs, n, body, blen, &err);
+  lua_settop(L, top);
+  if (r != 0) return luaL_error(L, "%s", err);
+  return 0;
+}
+
+static int req_stream_start(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  int status = luaL_checkint(L, 2);
+  rage_header_t stack[MAX_STACK_HEADERS], *hs;
+  size_t n = collect_headers(L, 3, &hs, stack);
+  const char *err = NULL;
+  int r = rage__req_stream_start(req, status, hs, n, &err);
+  if (r != 0) return luaL_error(L, "%s", err);
+  return 0;
+}
+
+static int req_write(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  rage__req_t *req = check_req(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  int r = rage__req_stream_write(req, data, len);
+  if (r == RAGE_ESTATE) return luaL_error(L, "write called without an open stream");
+  if (r == RAGE_ECLOSED) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    lua_pushliteral(L, "the client closed the connection");
+    return 3;
+  }
+  rage__fiber_t *f = rage__fiber_current(rt->sched);
+  if (r == 1 && f != NULL && req->conn != NULL) {
+    if (f->cancelled) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "cancelled");
+      lua_pushliteral(L, "the fiber was cancelled");
+      return 3;
+    }
+    return rage__req_stream_wait(L, req, f);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int req_finish(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  if (rage__req_stream_end(req) != 0) return luaL_error(L, "finish called without an open stream");
+  return 0;
+}
+
+static int req_tostring(lua_State *L) {
+  void **box = luaL_checkudata(L, 1, "rage.request");
+  if (*box == NULL) {
+    lua_pushliteral(L, "rage.request (finished)");
+  } else {
+    rage__req_t *req = *box;
+    lua_pushfstring(L, "rage.request (%s %s)", req->method, req->target);
+  }
+  return 1;
+}
+
+static const luaL_Reg req_methods[] = {
+    {"header", req_header},
+    {"headers", req_headers},
+    {"body", req_body},
+    {"http_version", req_version},
+    {"peer", req_peer},
+    {"responded", req_responded},
+    {"connected", req_connected},
+    {"respond", req_respond},
+    {"stream_start", req_stream_start},
+    {"write", req_write},
+    {"finish", req_finish},
+    {NULL, NULL},
+};
+
+/* ---- rage.core -------------------------------------------------------------------------- */
+
+static int core_set_handler(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  if (rt->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, rt->handler_ref);
+  rt->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int core_configure_server(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  rage__bind_read_server_config(L, 1, &rt->cfg);
+  return 0;
+}
+
+static int core_log(lua_State *L) {
+  int level = luaL_checkint(L, 1);
+  size_t len;
+  const char *msg = luaL_checklstring(L, 2, &len);
+  rage__log_write(level, msg, len);
+  return 0;
+}
+
+static int core_log_level(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) rage__log_set_level(luaL_checkint(L, 1));
+  lua_pushinteger(L, rage__log_level());
+  return 1;
+}
+
+static int core_now(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  lua_pushnumber(L, (lua_Number)uv_now(rt->loop) / 1000.0);
+  return 1;
+}
+
+static int core_clock(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
+static int core_scandir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d = opendir(path);
+  if (d == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "fs.not_found");
+    lua_pushfstring(L, "cannot open directory %s", path);
+    return 3;
+  }
+  lua_newtable(L);
+  int i = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    lua_pushstring(L, e->d_name);
+    lua_rawseti(L, -2, ++i);
+  }
+  closedir(d);
+  return 1;
+}
+
+static int core_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return 0;
+  lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
+  lua_pushnumber(L, (lua_Number)st.st_mtime);
+  lua_pushnumber(L, (lua_Number)st.st_size);
+  return 3;
+}
+
+static int core_fiber(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  rage__fiber_t *f = rage__fiber_current(rt->sched);
+  if (f == NULL) return 0;
+  lua_pushlightuserdata(L, f);
+  lua_pushboolean(L, f->cancelled);
+  return 2;
+}
+
+static int core_active_fibers(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  lua_pushinteger(L, (lua_Integer)rage__sched_active(rt->sched));
+  return 1;
+}
+
+static int core_stop(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  rage_runtime_stop(rt);
+  return 0;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"sleep", rage__timer_lua_sleep},
+    {"set_handler", core_set_handler},
+    {"configure_server", core_configure_server},
+    {"log", core_log},
+    {"log_level", core_log_level},
+    {"now", core_now},
+    {"clock", core_clock},
+    {"scandir", core_scandir},
+    {"stat", core_stat},
+    {"fiber", core_fiber},
+    {"active_fibers", core_active_fibers},
+    {"stop", core_stop},
+    {NULL, NULL},
+};
+
+int rage__bind_open(lua_State *L) {
+  rage_runtime_t *rt = lua_touserdata(L, lua_upvalueindex(1));
+  /* Request object metatable. */
+  luaL_newmetatable(L, "rage.request");
+  lua_newtable(L);
+  lua_pushlightuserdata(L, rt);
+  luaL_openlib(L, NULL, req_methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, req_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "rage.request");
+  lua_setfield(L, -2, "__metatable");
+  rt->box_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);
+  lua_pushlightuserdata(L, rt);
+  luaL_openlib(L, NULL, core_funcs, 1);
+  lua_pushlightuserdata(L, rage__sched_marker());
+  lua_setfield(L, -2, "SUSPEND");
+  lua_pushstring(L, rage_version());
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, rt->env);
+  lua_setfield(L, -2, "env");
+  lua_pushinteger(L, (lua_Integer)getpid());
+  lua_setfield(L, -2, "pid");
+  lua_pushinteger(L, RAGE_LOG_DEBUG);
+  lua_setfield(L, -2, "DEBUG");
+  lua_pushinteger(L, RAGE_LOG_INFO);
+  lua_setfield(L, -2, "INFO");
+  lua_pushinteger(L, RAGE_LOG_WARN);
+  lua_setfield(L, -2, "WARN");
+  lua_pushinteger(L, RAGE_LOG_ERROR);
+  lua_setfield(L, -2, "ERROR");
+  return 1;
+}
+
+/* ---- server settings -------------------------------------------------------------------- */
+
+typedef struct {
+  const char *name;
+  size_t offset;
+  char kind; /* 's' size in bytes, 'n' count, 't' time in seconds stored as ms */
+} setting_t;
+
+#define S(field, kind) {#field, offsetof(rage_server_config_t, field), kind}
+static const setting_t settings[] = {
+    S(max_request_line, 's'), S(max_header_size, 's'), S(max_headers, 'n'),
+    S(max_body, 's'),         S(max_chunk_ext, 's'),   S(header_timeout, 't'),
+    S(body_idle_timeout, 't'), S(request_timeout, 't'), S(keepalive_timeout, 't'),
+    S(max_requests, 'n'),     S(send_timeout, 't'),    S(output_high_water, 's'),
+    S(max_connections, 'n'),  S(drain_timeout, 't'),
+};
+#undef S
+
+void rage__bind_read_server_config(lua_State *L, int idx, rage_server_config_t *cfg) {
+  rage_server_config_t next = *cfg;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    const setting_t *s = NULL;
+    for (size_t i = 0; key && i < sizeof(settings) / sizeof(settings[0]); i++)
+      if (strcmp(settings[i].name, key) == 0) s = &settings[i];
+    if (s == NULL) {
+      /* host, port and workers belong to the CLI and the app loader, not to the core. */
+      if (key && (!strcmp(key, "host") || !strcmp(key, "port") || !strcmp(key, "workers"))) {
+        lua_pop(L, 1);
+        continue;
+      }
+      luaL_error(L, "unknown server setting '%s'", key ? key : "?");
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "server setting '%s' must be a number", key);
+    lua_Number v = lua_tonumber(L, -1);
+    if (!(v > 0) || v > 1e12) luaL_error(L, "server setting '%s' must be a positive number", key);
+    char *field = (char *)&next + s->offset;
+    switch (s->kind) {
+    case 's':
+      *(size_t *)(void *)field = (size_t)v;
+      break;
+    case 'n':
+      if (v > 4e9) luaL_error(L, "server setting '%s' is too large", key);
+      *(unsigned *)(void *)field = (unsigned)v;
+      break;
+    default:
+      *(uint64_t *)(void *)field = (uint64_t)(v * 1000.0 + 0.5);
+      break;
+    }
+    lua_pop(L, 1);
+  }
+  if (next.max_request_line > (1u << 20) || next.max_header_size > (1u << 24) ||
+      next.max_headers > 10000)
+    luaL_error(L, "server head limits are too large (max_request_line <= 1 MiB, "
+                  "max_header_size <= 16 MiB, max_headers <= 10000)");
+  *cfg = next;
+}

@@ -1,0 +1,46 @@
+/*
+ * config.h - compile-time limits and defaults of the rage-lua core, in one place.
+ *
+ * Runtime settings (rage_server_config_t) start from these values; an app's
+ * config/application.lua and the host may change them. The numbers follow
+ * shared/RELIABILITY.md: what nginx, h2o, Puma and Node promise by default.
+ */
+#ifndef RAGE_CONFIG_H
+#define RAGE_CONFIG_H
+
+#define RAGE_DEFAULT_MAX_REQUEST_LINE (8 * 1024)
+#define RAGE_DEFAULT_MAX_HEADER_SIZE (16 * 1024)
+#define RAGE_DEFAULT_MAX_HEADERS 100
+#define RAGE_DEFAULT_MAX_BODY (1024 * 1024)
+#define RAGE_DEFAULT_MAX_CHUNK_EXT (16 * 1024)
+#define RAGE_DEFAULT_HEADER_TIMEOUT 20000
+#define RAGE_DEFAULT_BODY_IDLE_TIMEOUT 30000
+#define RAGE_DEFAULT_REQUEST_TIMEOUT 300000
+#define RAGE_DEFAULT_KEEPALIVE_TIMEOUT 65000
+#define RAGE_DEFAULT_MAX_REQUESTS 1000
+#define RAGE_DEFAULT_SEND_TIMEOUT 60000
+#define RAGE_DEFAULT_OUTPUT_HIGH_WATER (1024 * 1024)
+#define RAGE_DEFAULT_MAX_CONNECTIONS 10000
+#define RAGE_DEFAULT_DRAIN_TIMEOUT 30000
+
+/* When this many connections are open (a fraction of max_connections, in percent), idle
+ * keep-alive connections get a shorter timeout so that new clients are not turned away. */
+#define RAGE_KEEPALIVE_PRESSURE_PCT 80
+#define RAGE_KEEPALIVE_PRESSURE_TIMEOUT 5000
+
+/* Read buffer of a connection. It is taken from a per-loop free list only while a request head
+ * is incomplete or pipelined bytes wait; idle connections hold none. It must hold a whole
+ * request head: the request line and header limits plus the syntax around them. */
+#define RAGE_READ_BUFFER_SIZE (32 * 1024)
+#define RAGE_READ_BUFFER_POOL 64
+
+/* Bytes of pipelined input buffered while a request runs; past it, reading pauses. */
+#define RAGE_PIPELINE_HIGH_WATER (32 * 1024)
+
+/* Fibers kept for reuse. More are created on demand and freed when the pool is full. */
+#define RAGE_FIBER_POOL_MAX 1024
+
+/* Per-request arena: the first block is embedded in the request, larger ones are malloc'd. */
+#define RAGE_ARENA_BLOCK 1024
+
+#endif /* RAGE_CONFIG_H */

@@ -1,0 +1,95 @@
+/*
+ * request.c - request objects and the free lists of read buffers and requests (see request.h).
+ *
+ * Both lists are bounded: a burst of connections allocates what it needs, and what the lists
+ * cannot keep goes back to malloc, so memory returns to the baseline after the burst.
+ */
+#include "request.h"
+
+#include "http1.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define RAGE_REQUEST_POOL 256
+
+
+void rage__pools_init(rage__pools_t *pools, const rage_server_config_t *cfg) {
+  memset(pools, 0, sizeof(*pools));
+  pools->rbuf_size = RAGE_READ_BUFFER_SIZE;
+  size_t spans = ((size_t)cfg->max_headers + 1) * sizeof(rage__http1_span_t);
+  pools->span_size = (spans + 15) & ~(size_t)15;
+  /* The buffer must hold the largest head the limits allow, with the syntax around it. */
+  size_t need = cfg->max_request_line + cfg->max_header_size + (size_t)cfg->max_headers * 4 + 64;
+  if (need > pools->rbuf_size) pools->rbuf_size = need;
+}
+
+void rage__pools_free(rage__pools_t *pools) {
+  while (pools->rbufs) {
+    rage__rbuf_t *b = pools->rbufs;
+    pools->rbufs = b->next;
+    free(b);
+  }
+  while (pools->reqs) {
+    rage__req_t *r = pools->reqs;
+    pools->reqs = r->next;
+    free(r);
+  }
+  pools->nrbufs = pools->nreqs = 0;
+}
+
+rage__rbuf_t *rage__rbuf_get(rage__pools_t *pools) {
+  rage__rbuf_t *b = pools->rbufs;
+  if (b) {
+    pools->rbufs = b->next;
+    pools->nrbufs--;
+    return b;
+  }
+  return rage__malloc(sizeof(*b) + pools->span_size + pools->rbuf_size);
+}
+
+void rage__rbuf_put(rage__pools_t *pools, rage__rbuf_t *b) {
+  if (pools->nrbufs >= RAGE_READ_BUFFER_POOL) {
+    free(b);
+    return;
+  }
+  b->next = pools->rbufs;
+  pools->rbufs = b;
+  pools->nrbufs++;
+}
+
+rage__req_t *rage__req_new(rage__pools_t *pools) {
+  rage__req_t *req = pools->reqs;
+  if (req) {
+    pools->reqs = req->next;
+    pools->nreqs--;
+  } else {
+    req = rage__malloc(sizeof(*req));
+  }
+  memset(req, 0, offsetof(rage__req_t, arena));
+  rage__arena_init(&req->arena);
+  req->pools = pools;
+  return req;
+}
+
+void rage__req_free(rage__req_t *req) {
+  rage__pools_t *pools = req->pools;
+  rage__arena_reset(&req->arena);
+  rage__buf_free(&req->body);
+  rage__buf_free(&req->out);
+  if (pools == NULL || pools->nreqs >= RAGE_REQUEST_POOL) {
+    free(req);
+    return;
+  }
+  req->next = pools->reqs;
+  pools->reqs = req;
+  pools->nreqs++;
+}
+
+const rage_header_t *rage__req_header(const rage__req_t *req, const char *name, size_t len) {
+  for (unsigned i = 0; i < req->nheaders; i++) {
+    if (rage__strieq(req->headers[i].name, req->headers[i].name_len, name, len))
+      return &req->headers[i];
+  }
+  return NULL;
+}

@@ -1,0 +1,196 @@
+/*
+ * response.c - response heads (see response.h).
+ *
+ * The head is built in one buffer: a precomputed status line, the application's headers after
+ * validation, then Content-Length or Transfer-Encoding, Connection when it differs from the
+ * protocol's default, and a Date line formatted at most once per second.
+ */
+#include "response.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+const char *rage__status_reason(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 203: return "Non-Authoritative Information";
+  case 204: return "No Content";
+  case 205: return "Reset Content";
+  case 206: return "Partial Content";
+  case 300: return "Multiple Choices";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 303: return "See Other";
+  case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 402: return "Payment Required";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 406: return "Not Acceptable";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 410: return "Gone";
+  case 411: return "Length Required";
+  case 412: return "Precondition Failed";
+  case 413: return "Payload Too Large";
+  case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
+  case 417: return "Expectation Failed";
+  case 418: return "I'm a teapot";
+  case 422: return "Unprocessable Entity";
+  case 425: return "Too Early";
+  case 426: return "Upgrade Required";
+  case 428: return "Precondition Required";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 451: return "Unavailable For Legal Reasons";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Unknown";
+  }
+}
+
+int rage__response_bodyless(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+/* tchar from RFC 9110: "!#$%&'*+-.^_`|~" DIGIT ALPHA */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+int rage__valid_token(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++)
+    if (!tchar[(unsigned char)s[i]]) return 0;
+  return 1;
+}
+
+int rage__valid_field_value(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+  }
+  return 1;
+}
+
+const char *rage__date_line(size_t *len) {
+  static char line[64];
+  static size_t line_len;
+  static time_t cached = -1;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != cached) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    line_len = strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    cached = ts.tv_sec;
+  }
+  *len = line_len;
+  return line;
+}
+
+static int owned_by_core(const char *name, size_t len) {
+  switch (len) {
+  case 4: return rage__strieq(name, len, "date", 4);
+  case 10: return rage__strieq(name, len, "connection", 10);
+  case 14: return rage__strieq(name, len, "content-length", 14);
+  case 17: return rage__strieq(name, len, "transfer-encoding", 17);
+  default: return 0;
+  }
+}
+
+int rage__response_wants_close(const rage__response_t *res) {
+  for (size_t i = 0; i < res->nheaders; i++) {
+    const rage_header_t *h = &res->headers[i];
+    if (rage__strieq(h->name, h->name_len, "connection", 10) &&
+        rage__strieq(h->value, h->value_len, "close", 5))
+      return 1;
+  }
+  return 0;
+}
+
+int rage__response_head(rage__buf_t *out, const rage__response_t *res, const char **err) {
+  if (res->status < 100 || res->status > 999) {
+    *err = "invalid status code (must be 100-999)";
+    return RAGE_EINVAL;
+  }
+  size_t need = 64 + 64 + 40;
+  for (size_t i = 0; i < res->nheaders; i++) {
+    const rage_header_t *h = &res->headers[i];
+    if (!rage__valid_token(h->name, h->name_len)) {
+      *err = "invalid header name (must be a token: no spaces, CR, LF, NUL or separators)";
+      return RAGE_EINVAL;
+    }
+    if (!rage__valid_field_value(h->value, h->value_len)) {
+      *err = "invalid header value (CR, LF, NUL and control characters are not allowed)";
+      return RAGE_EINVAL;
+    }
+    need += h->name_len + h->value_len + 4;
+  }
+  rage__buf_reserve(out, need);
+  char *w = out->data + out->len;
+  w += sprintf(w, "HTTP/1.1 %d %s\r\n", res->status, rage__status_reason(res->status));
+  for (size_t i = 0; i < res->nheaders; i++) {
+    const rage_header_t *h = &res->headers[i];
+    if (owned_by_core(h->name, h->name_len)) continue;
+    memcpy(w, h->name, h->name_len);
+    w += h->name_len;
+    *w++ = ':';
+    *w++ = ' ';
+    memcpy(w, h->value, h->value_len);
+    w += h->value_len;
+    *w++ = '\r';
+    *w++ = '\n';
+  }
+  if (!rage__response_bodyless(res->status)) {
+    if (res->chunked) {
+      if (res->http_minor >= 1) {
+        memcpy(w, "Transfer-Encoding: chunked\r\n", 28);
+        w += 28;
+      }
+    } else {
+      w += sprintf(w, "Content-Length: %zu\r\n", res->content_length);
+    }
+  }
+  if (!res->keep_alive) {
+    memcpy(w, "Connection: close\r\n", 19);
+    w += 19;
+  } else if (res->http_minor == 0) {
+    memcpy(w, "Connection: keep-alive\r\n", 24);
+    w += 24;
+  }
+  size_t dlen;
+  const char *date = rage__date_line(&dlen);
+  memcpy(w, date, dlen);
+  w += dlen;
+  *w++ = '\r';
+  *w++ = '\n';
+  out->len = (size_t)(w - out->data);
+  return 0;
+}

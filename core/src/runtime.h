@@ -1,0 +1,39 @@
+/*
+ * runtime.h - the runtime behind rage.h: one loop, one Lua state, the scheduler and the server.
+ * Internal to librage; bind.c reaches it through the upvalue of every rage.core function.
+ */
+#ifndef RAGE_RUNTIME_H
+#define RAGE_RUNTIME_H
+
+#include "rage.h"
+#include "request.h"
+#include "sched.h"
+#include "server.h"
+
+struct rage_runtime_s {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int owns_loop;
+  lua_State *L;
+  rage__sched_t *sched;
+  rage_server_config_t cfg;
+  rage__pools_t pools;
+  rage__server_t server;
+  int server_started;
+  int handler_ref;          /* the Lua function each request runs in its fiber */
+  int box_mt_ref;           /* the metatable of request objects */
+  int trampoline_ref;       /* runs a job under xpcall and reports how it ended */
+  uv_signal_t sigterm, sigint;
+  int signals;
+  int stops;                /* rage_runtime_stop() calls so far */
+  char env[16];
+};
+
+/* Opens the rage.core module (bind.c) with `rt` as the upvalue of its functions. */
+int rage__bind_open(lua_State *L);
+/* Pushes a new request object for `req` onto L. */
+void rage__bind_push_box(rage_runtime_t *rt, lua_State *L, rage__req_t *req);
+/* Reads a `server` settings table at index `idx` into rt->cfg; raises a Lua error if invalid. */
+void rage__bind_read_server_config(lua_State *L, int idx, rage_server_config_t *cfg);
+
+#endif /* RAGE_RUNTIME_H */

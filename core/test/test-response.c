@@ -1,0 +1,156 @@
+/*
+ * test-response.c - the response head writer: exact bytes, framing headers owned by the core,
+ * and no CR, LF or NUL from application headers ever reaching the output.
+ */
+#include "response.h"
+#include "test.h"
+
+static char *head(rage__response_t *res, int *rc, const char **err) {
+  rage__buf_t b = {0};
+  *err = NULL;
+  *rc = rage__response_head(&b, res, err);
+  rage__buf_append(&b, "", 1);
+  return b.data;
+}
+
+/* The head without its Date line, which changes every second. */
+static void strip_date(char *s) {
+  char *d = strstr(s, "Date: ");
+  ASSERT(d != NULL);
+  char *end = strstr(d, "\r\n");
+  memmove(d, end + 2, strlen(end + 2) + 1);
+}
+
+TEST(basic_head) {
+  rage_header_t hs[] = {{"content-type", 12, "application/json", 16}};
+  rage__response_t res = {200, hs, 1, 0, 27, 1, 1};
+  int rc;
+  const char *err;
+  char *s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 27\r\n\r\n");
+  free(s);
+}
+
+TEST(connection_headers) {
+  rage__response_t res = {404, NULL, 0, 0, 0, 0, 1};
+  int rc;
+  const char *err;
+  char *s = head(&res, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  free(s);
+  rage__response_t res10 = {200, NULL, 0, 0, 2, 1, 0};
+  s = head(&res10, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n");
+  free(s);
+}
+
+TEST(chunked_and_bodyless) {
+  rage__response_t res = {200, NULL, 0, 1, 0, 1, 1};
+  int rc;
+  const char *err;
+  char *s = head(&res, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+  free(s);
+  rage__response_t r204 = {204, NULL, 0, 0, 10, 1, 1};
+  s = head(&r204, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 204 No Content\r\n\r\n");
+  free(s);
+  rage__response_t r304 = {304, NULL, 0, 0, 10, 1, 1};
+  s = head(&r304, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 304 Not Modified\r\n\r\n");
+  free(s);
+}
+
+TEST(framing_headers_from_app_dropped) {
+  rage_header_t hs[] = {{"Content-Length", 14, "5", 1},
+                        {"Transfer-Encoding", 17, "chunked", 7},
+                        {"Date", 4, "yesterday", 9},
+                        {"X-Ok", 4, "1", 1}};
+  rage__response_t res = {200, hs, 4, 0, 3, 1, 1};
+  int rc;
+  const char *err;
+  char *s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  ASSERT(strstr(s, "Content-Length: 3\r\n") != NULL);
+  ASSERT(strstr(s, "Content-Length: 5") == NULL);
+  ASSERT(strstr(s, "chunked") == NULL);
+  ASSERT(strstr(s, "yesterday") == NULL);
+  ASSERT(strstr(s, "X-Ok: 1\r\n") != NULL);
+  free(s);
+}
+
+TEST(crlf_nul_rejected) {
+  static const char *bad_values[] = {"a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "ctl\x01"};
+  int rc;
+  const char *err;
+  for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
+    rage_header_t h = {"X-Test", 6, bad_values[i], strlen(bad_values[i])};
+    rage__response_t res = {200, &h, 1, 0, 0, 1, 1};
+    char *s = head(&res, &rc, &err);
+    ASSERT_EQ(rc, RAGE_EINVAL);
+    ASSERT(err != NULL);
+    ASSERT_STR(s, ""); /* nothing written */
+    free(s);
+  }
+  rage_header_t nul = {"X-Test", 6, "a\0b", 3};
+  rage__response_t res = {200, &nul, 1, 0, 0, 1, 1};
+  char *s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, RAGE_EINVAL);
+  free(s);
+  static const char *bad_names[] = {"X Test", "X:Test", "X\r\nA", "", "X\x7f"};
+  for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+    rage_header_t h = {bad_names[i], strlen(bad_names[i]), "v", 1};
+    rage__response_t r = {200, &h, 1, 0, 0, 1, 1};
+    s = head(&r, &rc, &err);
+    ASSERT_EQ(rc, RAGE_EINVAL);
+    free(s);
+  }
+  rage_header_t tab = {"X-Tab", 5, "a\tb", 3};
+  rage__response_t ok = {200, &tab, 1, 0, 0, 1, 1};
+  s = head(&ok, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  free(s);
+}
+
+TEST(status_validation) {
+  int rc;
+  const char *err;
+  int bad[] = {0, 99, 1000, -1};
+  for (size_t i = 0; i < 4; i++) {
+    rage__response_t res = {bad[i], NULL, 0, 0, 0, 1, 1};
+    char *s = head(&res, &rc, &err);
+    ASSERT_EQ(rc, RAGE_EINVAL);
+    free(s);
+  }
+  rage__response_t odd = {299, NULL, 0, 0, 0, 1, 1};
+  char *s = head(&odd, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  ASSERT(strncmp(s, "HTTP/1.1 299 Unknown\r\n", 22) == 0);
+  free(s);
+}
+
+TEST(date_line_format) {
+  size_t len;
+  const char *d = rage__date_line(&len);
+  ASSERT_EQ(len, strlen("Date: Tue, 24 Nov 2026 02:05:07 GMT\r\n"));
+  ASSERT(strncmp(d, "Date: ", 6) == 0);
+  ASSERT(strcmp(d + len - 6, " GMT\r\n") == 0);
+  const char *again = rage__date_line(&len);
+  ASSERT(again == d);
+}
+
+int main(int argc, char **argv) {
+  static const test_entry_t tests[] = {
+      TEST_ENTRY(basic_head),     TEST_ENTRY(connection_headers),
+      TEST_ENTRY(chunked_and_bodyless), TEST_ENTRY(framing_headers_from_app_dropped),
+      TEST_ENTRY(crlf_nul_rejected), TEST_ENTRY(status_validation),
+      TEST_ENTRY(date_line_format), {NULL, NULL}};
+  return test_main(argc, argv, tests);
+}

@@ -1,0 +1,152 @@
+-- rage.app: loading an app directory.
+--
+--   config/application.lua              returns a settings table
+--   config/environments/<env>.lua       returns overrides for one environment (optional)
+--   config/routes.lua                   returns function(r) ... end
+--   app/controllers/**/*.lua            one controller per file, named by its path
+-- Boot runs inside a fiber, so config files may wait (rage.sleep, and later queries). Every
+-- problem is reported as an app.load error naming the file (and line, for Lua errors).
+
+local core = require("rage.core")
+local router_mod = require("rage.router")
+local controller = require("rage.controller")
+local dispatcher = require("rage.dispatcher")
+local errors = require("rage.errors")
+local log = require("rage.log")
+
+local loadfile, unpack, type, pairs, ipairs, tostring, sort, pcall, xpcall =
+  loadfile, unpack, type, pairs, ipairs, tostring, table.sort, pcall, xpcall
+
+local _M = {}
+
+local function fail(msg)
+  errors.raise("app.load", msg, nil, 2)
+end
+
+local function exists(path)
+  return core.stat(path) ~= nil
+end
+
+-- Runs a Lua file of the app and returns its results; raises app.load on any failure.
+local function run_file(path, ...)
+  local chunk, err = loadfile(path)
+  if not chunk then fail(err) end
+  local res = {xpcall(chunk, function(e)
+    if type(e) == "table" then return e end
+    return debug.traceback(tostring(e), 2)
+  end, ...)}
+  if not res[1] then
+    local e = res[2]
+    if type(e) == "table" and e.message then fail(path .. ": " .. tostring(e.message)) end
+    fail(tostring(e))
+  end
+  return unpack(res, 2)
+end
+
+local function merge(into, from)
+  for k, v in pairs(from) do
+    if type(v) == "table" and type(into[k]) == "table" then merge(into[k], v) else into[k] = v end
+  end
+  return into
+end
+
+local function load_config(dir, env)
+  local config = {}
+  local path = dir .. "/config/application.lua"
+  if exists(path) then
+    local t = run_file(path)
+    if t ~= nil and type(t) ~= "table" then fail(path .. " must return a table of settings") end
+    merge(config, t or {})
+  end
+  path = dir .. "/config/environments/" .. env .. ".lua"
+  if exists(path) then
+    local t = run_file(path)
+    if t ~= nil and type(t) ~= "table" then fail(path .. " must return a table of settings") end
+    merge(config, t or {})
+  end
+  return config
+end
+
+local function scan(dir, prefix, out)
+  local names = core.scandir(dir)
+  if not names then return out end
+  sort(names)
+  for _, name in ipairs(names) do
+    local path = dir .. "/" .. name
+    local kind = core.stat(path)
+    if kind == "directory" then
+      scan(path, prefix .. name .. "/", out)
+    elseif kind == "file" and name:sub(-4) == ".lua" then
+      out[#out + 1] = {name = prefix .. name:sub(1, -5), path = path}
+    end
+  end
+  return out
+end
+
+local function load_controllers(dir)
+  controller.reset()
+  local files = scan(dir .. "/app/controllers", "", {})
+  -- The application controller first: the others inherit from it.
+  sort(files, function(a, b)
+    if a.name == "application" then return b.name ~= "application" end
+    if b.name == "application" then return false end
+    return a.name < b.name
+  end)
+  local controllers = {}
+  for _, f in ipairs(files) do
+    local class = run_file(f.path)
+    if type(class) ~= "table" or not class.__callbacks then
+      fail(f.path .. " must return its controller (end the file with `return " .. f.name:gsub(".*/", "") .. "`)")
+    end
+    controllers[f.name] = class
+    controllers[class.__name] = controllers[class.__name] or class
+  end
+  return controllers
+end
+
+local function apply_config(config)
+  local lcfg = config.log
+  if type(lcfg) == "table" and lcfg.level then
+    local ok, err = pcall(log.level, lcfg.level)
+    if not ok then fail("config.log.level: " .. tostring(err)) end
+  end
+  if config.server ~= nil then
+    if type(config.server) ~= "table" then fail("config.server must be a table") end
+    local ok, err = pcall(core.configure_server, config.server)
+    if not ok then fail("config.server: " .. tostring(err):gsub("^.-:%d+: ", "")) end
+  end
+end
+
+-- Loads the app in `dir` and installs its request handler. Returns the app table.
+function _M.load(dir)
+  dir = dir:gsub("/+$", "")
+  if dir == "" then dir = "/" end
+  local env = core.env
+  -- App modules (lib/, app/) can be required by name.
+  package.path = dir .. "/app/?.lua;" .. dir .. "/lib/?.lua;" .. package.path
+  local config = load_config(dir, env)
+  apply_config(config)
+  local controllers = load_controllers(dir)
+  local routes_path = dir .. "/config/routes.lua"
+  local draw = run_file(routes_path)
+  if type(draw) ~= "function" then fail(routes_path .. " must return function(r) ... end") end
+  local router = router_mod.new()
+  local ok, err = pcall(router.draw, router, draw)
+  if not ok then fail(routes_path .. ": " .. tostring(type(err) == "table" and err.message or err)) end
+  router:compile()
+  ok, err = pcall(dispatcher.prepare, router, controllers)
+  if not ok then fail(tostring(err)) end
+  local app = {dir = dir, env = env, config = config, router = router, controllers = controllers}
+  app.handler = dispatcher.new(app)
+  return app
+end
+
+-- Boot entry point used by the core: load and serve.
+function _M.boot(dir)
+  local app = _M.load(dir)
+  core.set_handler(app.handler)
+  require("rage").app = app
+  return 0
+end
+
+return _M

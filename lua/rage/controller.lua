@@ -1,0 +1,383 @@
+-- rage.controller: Rails-shaped controllers.
+--
+--   local Todos = rage.controller("todos")           -- inherits from "application" if defined
+--   Todos:before_action("find_todo", {only = {"show"}})
+--   Todos:rescue_from("db.unique_violation", function(self, err) ... end)
+--   function Todos:show() self:render{json = self.todo} end
+--
+-- A controller is a class table; each request gets a fresh instance whose metatable is the
+-- class. Callback chains are compiled once per action when the app boots (compile()), never
+-- rebuilt per request. Rendering inside a before callback halts the chain, as in Rails.
+
+local json = require("rage.json")
+local errors = require("rage.errors")
+
+local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, pcall, xpcall =
+  setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, pcall, xpcall
+local lower, concat = string.lower, table.concat
+local json_encode = json.encode
+
+local _M = {}
+
+local registry = {}   -- name -> class
+_M.registry = registry
+
+-- Rails' status symbols, for render{status = "created"}.
+local STATUS = {
+  ok = 200, created = 201, accepted = 202, no_content = 204,
+  moved_permanently = 301, found = 302, see_other = 303, not_modified = 304,
+  temporary_redirect = 307, permanent_redirect = 308,
+  bad_request = 400, unauthorized = 401, payment_required = 402, forbidden = 403,
+  not_found = 404, method_not_allowed = 405, not_acceptable = 406, request_timeout = 408,
+  conflict = 409, gone = 410, precondition_failed = 412, payload_too_large = 413,
+  unsupported_media_type = 415, unprocessable_entity = 422, unprocessable_content = 422,
+  too_many_requests = 429, internal_server_error = 500, not_implemented = 501,
+  bad_gateway = 502, service_unavailable = 503, gateway_timeout = 504,
+}
+_M.STATUS = STATUS
+
+local function status_code(s, level)
+  if type(s) == "number" then
+    if s < 100 or s > 999 or s % 1 ~= 0 then error("invalid status " .. tostring(s), level + 1) end
+    return s
+  end
+  local code = STATUS[s]
+  if not code then error("unknown status '" .. tostring(s) .. "'", level + 1) end
+  return code
+end
+_M.status_code = status_code
+
+-- The base class every controller inherits from.
+local Base = {}
+Base.__index = Base
+Base.__name = "base"
+Base.__callbacks = {}
+Base.__rescuers = {}
+_M.Base = Base
+
+local base_methods = {}   -- names an action may not have
+
+local function set_headers(self, headers)
+  local h = self.headers
+  for k, v in pairs(headers) do
+    if type(v) == "number" then v = tostring(v) end
+    h[lower(k)] = v
+  end
+end
+
+-- render{json = v | plain = s | html = s | body = s, status = 200, headers = {...}, content_type = s}
+function Base:render(opts)
+  if self.__rendered then error("render or head was already called for this request", 2) end
+  if type(opts) ~= "table" then error("render expects a table: render{json = ...}", 2) end
+  local body, ctype
+  local v = opts.json
+  if v ~= nil then
+    body, ctype = json_encode(v), "application/json; charset=utf-8"
+  elseif opts.plain ~= nil then
+    body, ctype = tostring(opts.plain), "text/plain; charset=utf-8"
+  elseif opts.html ~= nil then
+    body, ctype = tostring(opts.html), "text/html; charset=utf-8"
+  elseif opts.body ~= nil then
+    body, ctype = tostring(opts.body), "application/octet-stream"
+  else
+    body = ""
+  end
+  local h = self.headers
+  if opts.content_type then
+    h["content-type"] = opts.content_type
+  elseif ctype and not h["content-type"] then
+    h["content-type"] = ctype
+  end
+  if opts.headers then set_headers(self, opts.headers) end
+  local status = opts.status
+  self.status = status and status_code(status, 2) or 200
+  self.body = body
+  self.__rendered = true
+end
+
+-- head(status, headers): a response without a body.
+function Base:head(status, headers)
+  if self.__rendered then error("render or head was already called for this request", 2) end
+  self.status = status_code(status or 200, 2)
+  if headers then set_headers(self, headers) end
+  self.body = ""
+  self.__rendered = true
+end
+
+-- stream(fn, {status =, headers =, content_type =}): sends the body in chunks as fn(write)
+-- calls write(data). Chunked on HTTP/1.1; write waits (without blocking others) while the
+-- client is slow to read, and raises "closed" once the client has gone.
+function Base:stream(fn, opts)
+  if self.__rendered then error("render or head was already called for this request", 2) end
+  if type(fn) ~= "function" then error("stream expects a function(write)", 2) end
+  opts = opts or {}
+  if opts.headers then set_headers(self, opts.headers) end
+  local h = self.headers
+  h["content-type"] = opts.content_type or h["content-type"] or "text/plain; charset=utf-8"
+  local box = self.request.box
+  self.status = opts.status and status_code(opts.status, 2) or 200
+  self.__rendered = true
+  self.__streamed = true
+  box:stream_start(self.status, h)
+  local function write(data)
+    local ok, kind, msg = box:write(tostring(data))
+    if not ok then errors.raise(kind, msg, nil, 2) end
+  end
+  fn(write)
+  box:finish()
+end
+
+function Base:is_rendered()
+  return self.__rendered == true
+end
+
+function Base:set_header(name, value)
+  self.headers[lower(name)] = value
+end
+
+-- redirect_to(url, {status = 302, allow_other_host = false})
+function Base:redirect_to(url, opts)
+  if type(url) ~= "string" then error("redirect_to expects a URL string", 2) end
+  opts = opts or {}
+  if url:find("[%z\r\n]") then error("redirect_to: the URL contains CR, LF or NUL", 2) end
+  -- Only paths on this host unless the caller asks for another host explicitly.
+  local other = url:find("^%a[%w+.-]*:") or url:sub(1, 2) == "//" or url:sub(1, 2) == "/\\"
+  if other and not opts.allow_other_host then
+    local host = self.request:host()
+    local target = url:match("^%a[%w+.-]*://([^/?#]+)") or url:match("^//([^/?#]+)")
+    if not (host and target and lower(target) == lower(host)) then
+      errors.raise("controller.unsafe_redirect",
+        "redirect_to refused a redirect to another host (pass allow_other_host = true): " .. url, nil, 2)
+    end
+  end
+  self:head(opts.status or 302, {location = url})
+end
+
+
+-- ---- class definition -------------------------------------------------------------------
+
+local function copy(list)
+  local t = {}
+  for i, v in ipairs(list) do t[i] = v end
+  return t
+end
+
+local function resolve_parent(parent)
+  if parent == nil then
+    return registry.application or Base
+  end
+  if type(parent) == "string" then
+    local p = registry[parent]
+    if not p then error("rage.controller: unknown parent controller '" .. parent .. "'", 3) end
+    return p
+  end
+  if type(parent) == "table" and parent.__callbacks then return parent end
+  error("rage.controller: the parent must be a controller or a controller name", 3)
+end
+
+function _M.define(name, parent)
+  if type(name) ~= "string" or name == "" then
+    error("rage.controller: a controller needs a name, e.g. rage.controller(\"todos\")", 2)
+  end
+  local p = (name == "application") and (parent and resolve_parent(parent) or Base) or resolve_parent(parent)
+  local class = setmetatable({}, {__index = p})
+  class.__index = class
+  class.__name = name
+  class.__parent = p
+  class.__callbacks = copy(p.__callbacks)
+  class.__rescuers = copy(p.__rescuers)
+  registry[name] = class
+  return class
+end
+
+-- Forgets every defined controller (used when an app is loaded again).
+function _M.reset()
+  for k in pairs(registry) do registry[k] = nil end
+end
+
+local function as_set(v, what, level)
+  if v == nil then return nil end
+  if type(v) == "string" then return {[v] = true} end
+  if type(v) ~= "table" then error(what .. " must be an action name or a list of them", level + 1) end
+  local s = {}
+  for _, a in ipairs(v) do s[a] = true end
+  return s
+end
+
+local CALLBACK_OPTS = {only = true, except = true, ["if"] = true, unless = true}
+
+local function add_callback(class, kind, fn, opts, level)
+  if type(fn) ~= "string" and type(fn) ~= "function" then
+    error(kind .. "_action expects a method name or a function", level + 1)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not CALLBACK_OPTS[k] then error(kind .. "_action: unknown option '" .. tostring(k) .. "'", level + 1) end
+  end
+  class.__callbacks[#class.__callbacks + 1] = {
+    kind = kind, fn = fn, only = as_set(opts.only, "only", level + 1),
+    except = as_set(opts.except, "except", level + 1), cond = opts["if"], unless = opts.unless,
+  }
+end
+
+function Base.before_action(class, fn, opts) add_callback(class, "before", fn, opts, 2) end
+function Base.after_action(class, fn, opts) add_callback(class, "after", fn, opts, 2) end
+function Base.around_action(class, fn, opts) add_callback(class, "around", fn, opts, 2) end
+
+-- skip_before_action("name", {only = ...}): removes an inherited before callback, for the
+-- listed actions or all of them.
+function Base.skip_before_action(class, name, opts)
+  opts = opts or {}
+  local only = as_set(opts.only, "only", 2)
+  local except = as_set(opts.except, "except", 2)
+  local found = false
+  for i, cb in ipairs(class.__callbacks) do
+    if cb.kind == "before" and cb.fn == name then
+      found = true
+      local new = {}
+      for k, v in pairs(cb) do new[k] = v end
+      new.skip_only, new.skip_except = only, except
+      new.skipped = not only and not except
+      class.__callbacks[i] = new
+    end
+  end
+  if not found then error("skip_before_action: no before_action named '" .. tostring(name) .. "'", 2) end
+end
+
+-- rescue_from("db.unique_violation", handler): handler(self, err) for errors whose kind is
+-- `kind` or starts with `kind.`; "lua" matches plain Lua errors. Later declarations win.
+function Base.rescue_from(class, kind, handler)
+  if type(kind) ~= "string" then error("rescue_from expects an error kind such as \"db\"", 2) end
+  if type(handler) ~= "function" and type(handler) ~= "string" then
+    error("rescue_from expects a handler function or method name", 2)
+  end
+  class.__rescuers[#class.__rescuers + 1] = {kind = kind, handler = handler}
+end
+
+for k in pairs(Base) do base_methods[k] = true end
+
+-- ---- compiled chains --------------------------------------------------------------------
+
+local function applies(cb, action)
+  if cb.skipped then return false end
+  if cb.skip_only and cb.skip_only[action] then return false end
+  if cb.skip_except and not cb.skip_except[action] then return false end
+  if cb.only and not cb.only[action] then return false end
+  if cb.except and cb.except[action] then return false end
+  return true
+end
+
+local function method_of(class, fn, what)
+  if type(fn) == "function" then return fn end
+  local m = class[fn]
+  if type(m) ~= "function" then
+    error(("controller '%s': %s refers to a missing method '%s'"):format(class.__name, what, fn), 0)
+  end
+  return m
+end
+
+-- Builds the function that runs `action` with its callbacks for one instance.
+local function compile_action(class, action)
+  local act = class[action]
+  if base_methods[action] then
+    error(("controller '%s': '%s' is a controller method and cannot be an action"):format(class.__name, action), 0)
+  end
+  if type(act) ~= "function" then
+    error(("controller '%s' has no action '%s'"):format(class.__name, action), 0)
+  end
+  local befores, afters, arounds = {}, {}, {}
+  for _, cb in ipairs(class.__callbacks) do
+    if applies(cb, action) then
+      local entry = {fn = method_of(class, cb.fn, cb.kind .. "_action"), cond = cb.cond, unless = cb.unless}
+      if cb.kind == "before" then befores[#befores + 1] = entry
+      elseif cb.kind == "after" then afters[#afters + 1] = entry
+      else arounds[#arounds + 1] = entry end
+    end
+  end
+  local function allowed(self, e)
+    local c, u = e.cond, e.unless
+    if c ~= nil then
+      if type(c) == "string" then c = self[c](self) else c = c(self) end
+      if not c then return false end
+    end
+    if u ~= nil then
+      if type(u) == "string" then u = self[u](self) else u = u(self) end
+      if u then return false end
+    end
+    return true
+  end
+  -- The action wrapped by around callbacks, innermost last.
+  local core = act
+  for i = #arounds, 1, -1 do
+    local e, inner = arounds[i], core
+    core = function(self)
+      if not allowed(self, e) then return inner(self) end
+      local ran = false
+      e.fn(self, function() ran = true; return inner(self) end)
+      return ran
+    end
+  end
+  local nb, na = #befores, #afters
+  if nb == 0 and na == 0 and #arounds == 0 then return act end
+  return function(self)
+    for i = 1, nb do
+      local e = befores[i]
+      if allowed(self, e) then
+        e.fn(self)
+        if self.__rendered then return end  -- rendering in a before callback halts the chain
+      end
+    end
+    core(self)
+    for i = 1, na do
+      local e = afters[i]
+      if allowed(self, e) then e.fn(self) end
+    end
+  end
+end
+
+-- Finds the rescue handler for `err` (latest declaration first), or nil.
+local function rescuer(class, err)
+  local list = class.__rescuers
+  for i = #list, 1, -1 do
+    local r = list[i]
+    if errors.is(err, r.kind) or (r.kind == "lua" and not errors.is(err)) then return r.handler end
+  end
+end
+
+-- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
+-- body). Compiled once and cached on the class.
+function _M.compile(class, action)
+  local cache = rawget(class, "__compiled")
+  if not cache then
+    cache = {}
+    class.__compiled = cache
+  end
+  local run = cache[action]
+  if run then return run end
+  local chain = compile_action(class, action)
+  local has_rescue = #class.__rescuers > 0
+  if has_rescue then
+    run = function(req, params)
+      local self = setmetatable({request = req, params = params, headers = {}}, class)
+      local ok, err = pcall(chain, self)
+      if not ok then
+        local h = rescuer(class, err)
+        if not h then error(err, 0) end
+        self.__rendered = nil
+        self.headers = {}
+        if type(h) == "string" then self[h](self, err) else h(self, err) end
+      end
+      return self
+    end
+  else
+    run = function(req, params)
+      local self = setmetatable({request = req, params = params, headers = {}}, class)
+      chain(self)
+      return self
+    end
+  end
+  cache[action] = run
+  return run
+end
+
+return _M

@@ -1,0 +1,133 @@
+-- rage.dispatcher: the function the core runs, in a fresh fiber, for every request.
+--
+--   handler(box, method, path, query)
+-- routes the request, runs the controller action with its callbacks, and sends the response
+-- through the core. An error nobody rescued answers 500 with a generic body; the traceback goes
+-- to the log only. The same handler serves sockets, requests handed in by an embedding host and
+-- rage.test's in-process requests, so all three exercise one path.
+
+local request = require("rage.request")
+local controller = require("rage.controller")
+local errors = require("rage.errors")
+local log = require("rage.log")
+local core = require("rage.core")
+
+local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
+local new_request = request.new
+local clock = core.clock
+
+local _M = {}
+
+local PLAIN = {["content-type"] = "text/plain; charset=utf-8"}
+
+local function on_error(err)
+  if type(err) == "table" then
+    if err.kind == "cancelled" then return err end
+    err.traceback = traceback(tostring(err), 2)
+    return err
+  end
+  return traceback(tostring(err), 2)
+end
+
+local function fail(box, status, message, headers)
+  if box:responded() then return end
+  local h = PLAIN
+  if headers then
+    h = {["content-type"] = PLAIN["content-type"]}
+    for k, v in pairs(headers) do h[k] = v end
+  end
+  box:respond(status, h, message)
+end
+
+-- Binds the compiled runner of every route to the route table, so matching a route gives the
+-- code to run without another lookup.
+function _M.prepare(router, controllers)
+  for _, route in ipairs(router:routes()) do
+    if not route.handler then
+      local class = controllers[route.controller]
+      if not class then
+        error(("route %s %s points to controller '%s', which is not defined (expected app/controllers/%s.lua)")
+          :format(route.verb, route.path, tostring(route.controller), tostring(route.controller)), 0)
+      end
+      local ok, run = pcall(controller.compile, class, route.action)
+      if not ok then
+        error(("route %s %s: %s"):format(route.verb, route.path, tostring(run)), 0)
+      end
+      route.run = run
+    end
+  end
+end
+
+function _M.new(app)
+  local router = app.router
+  local match = router.match
+  local uses_host = router.uses_host
+
+  local function serve(req, box)
+    local host = uses_host and box:header("host") or nil
+    local route, params = match(router, req.method, req.path, host)
+    if not route then
+      if params then
+        req.status = 405
+        return fail(box, 405, "Method Not Allowed\n", {allow = concat(params, ", ")})
+      end
+      req.status = 404
+      return fail(box, 404, "Not Found\n")
+    end
+    req.route = route
+    local run = route.run
+    if run then
+      local qs = req.query_string
+      if qs then params = require("rage.params").parse(qs, params) end
+      local c = run(req, params)
+      req.status = c.status
+      if box:responded() then return end
+      if c.__rendered then
+        box:respond(c.status, c.headers, c.body)
+        req.status = c.status
+      else
+        -- An action that renders nothing answers 204, as a Rails API controller does.
+        box:respond(204, c.headers, "")
+        req.status = 204
+      end
+      return
+    end
+    -- A Lua handler (mount or function target): handler(req, params) -> status, headers, body
+    local h = route.handler
+    local status, headers, body
+    if type(h) == "function" then
+      status, headers, body = h(req, params)
+    else
+      status, headers, body = h:call(req, params)
+    end
+    if not box:responded() and status then
+      box:respond(status, headers or {}, body or "")
+      req.status = status
+    end
+  end
+
+  return function(box, method, path, query)
+    local t0 = log.enabled("info") and clock()
+    local req = new_request(box, method, path, query)
+    local ok, err = xpcall(serve, on_error, req, box)
+    if not ok then
+      if errors.is(err, "cancelled") then return end
+      local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
+      req.status = status
+      if status >= 500 then
+        log.error(method, " ", path, " failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
+        fail(box, status, "Internal Server Error\n")
+      else
+        fail(box, status, (err.message or "Error") .. "\n")
+      end
+    end
+    if t0 then
+      local route = req.route
+      log.info(format("%s %s -> %s %d in %.2fms", method, path,
+        route and (route.controller and (route.controller .. "#" .. route.action) or "handler") or "-",
+        req.status or 0, (clock() - t0) * 1000))
+    end
+  end
+end
+
+return _M

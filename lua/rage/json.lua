@@ -1,0 +1,67 @@
+-- rage.json: JSON through lua-cjson, with rage.null for JSON null.
+--
+-- An empty Lua table encodes as {}. A table marked with rage.json.array(t) encodes as an array,
+-- [] when empty (database rows are marked this way). lua-cjson has no array marker, so encode()
+-- looks for empty marked tables only when the output contains "{}", which keeps the common
+-- case at one cjson call and one string search.
+
+local cjson = require("cjson.safe")
+local cjson_raise = require("cjson")
+
+local setmetatable, getmetatable, type, pairs, next, pcall, error = setmetatable, getmetatable, type, pairs, next, pcall, error
+local find, gsub = string.find, string.gsub
+
+local _M = {}
+
+_M.null = cjson.null
+cjson.encode_sparse_array(true)
+cjson_raise.encode_sparse_array(true)
+
+local ARRAY = {__name = "rage.json.array"}
+local SENTINEL = "\0rage-empty-array\0"
+local SENTINEL_JSON = "\"\\u0000rage-empty-array\\u0000\""
+
+-- Marks `t` (or a new table) as a JSON array. Returns it.
+function _M.array(t)
+  return setmetatable(t or {}, ARRAY)
+end
+
+function _M.is_array(t)
+  return getmetatable(t) == ARRAY
+end
+
+local function has_empty_array(v, depth)
+  if depth > 100 then return false end
+  if getmetatable(v) == ARRAY and next(v) == nil then return true end
+  for _, x in pairs(v) do
+    if type(x) == "table" and has_empty_array(x, depth + 1) then return true end
+  end
+  return false
+end
+
+local function substitute(v, depth)
+  if getmetatable(v) == ARRAY and next(v) == nil then return SENTINEL end
+  if depth > 100 then return v end
+  local copy = {}
+  for k, x in pairs(v) do
+    copy[k] = type(x) == "table" and substitute(x, depth + 1) or x
+  end
+  return copy
+end
+
+local encode = cjson_raise.encode
+
+-- Encodes `value`; raises a json.encode error for values JSON cannot hold (functions, cycles).
+function _M.encode(value)
+  local ok, s = pcall(encode, value)
+  if not ok then error(require("rage.errors").new("json.encode", s), 2) end
+  if find(s, "{}", 1, true) and type(value) == "table" and has_empty_array(value, 0) then
+    s = gsub(encode(substitute(value, 0)), SENTINEL_JSON, "[]")
+  end
+  return s
+end
+
+-- Decodes `text`; returns nil and a message for invalid JSON.
+_M.decode = cjson.decode
+
+return _M

@@ -1,0 +1,82 @@
+-- rage.params: percent-decoding and query-string / form parsing with Rails-style nested keys.
+--
+--   parse("a=1&b=x+y")              --> {a = "1", b = "x y"}
+--   parse("user[name]=Al&tags[]=x") --> {user = {name = "Al"}, tags = {"x"}}
+-- Parsing is bounded: at most `max_params` pairs and `max_depth` levels of nesting, so a hostile
+-- query string cannot make a request build an arbitrarily large or deep table.
+
+local gsub, find, sub, char, tonumber, type = string.gsub, string.find, string.sub, string.char, tonumber, type
+local gmatch = string.gmatch
+
+local _M = {}
+
+_M.max_params = 1000
+_M.max_depth = 32
+
+local function hex_to_char(h)
+  return char(tonumber(h, 16))
+end
+
+-- Decodes %XX escapes (and '+' as space when `form` is true). Invalid escapes stay as they are.
+function _M.unescape(s, form)
+  if form and find(s, "+", 1, true) then s = gsub(s, "+", " ") end
+  if not find(s, "%", 1, true) then return s end
+  return (gsub(s, "%%(%x%x)", hex_to_char))
+end
+
+local function char_to_hex(c)
+  return ("%%%02X"):format(c:byte())
+end
+
+-- Percent-encodes everything but unreserved characters (RFC 3986).
+function _M.escape(s)
+  return (gsub(s, "[^%w%-%._~]", char_to_hex))
+end
+
+-- Stores value at the nested key path of `name` ("a[b][]") inside `t`.
+local function store(t, name, value)
+  local first = find(name, "[", 1, true)
+  if not first or first == 1 then
+    t[name] = value
+    return
+  end
+  local key = sub(name, 1, first - 1)
+  local node = t
+  local depth = 0
+  local rest = sub(name, first)
+  for part in gmatch(rest, "%[([^%]]*)%]") do
+    depth = depth + 1
+    if depth > _M.max_depth then break end
+    local child = node[key]
+    if type(child) ~= "table" then
+      child = {}
+      node[key] = child
+    end
+    node = child
+    key = part == "" and #node + 1 or (tonumber(part) and #part < 10 and tonumber(part) or part)
+  end
+  node[key] = value
+end
+
+-- Parses an application/x-www-form-urlencoded string (a query string or a form body).
+function _M.parse(s, into)
+  local t = into or {}
+  if s == nil or s == "" then return t end
+  local count = 0
+  for pair in gmatch(s, "[^&]+") do
+    count = count + 1
+    if count > _M.max_params then break end
+    local eq = find(pair, "=", 1, true)
+    local k, v
+    if eq then
+      k, v = sub(pair, 1, eq - 1), sub(pair, eq + 1)
+    else
+      k, v = pair, ""
+    end
+    k = _M.unescape(k, true)
+    if k ~= "" then store(t, k, _M.unescape(v, true)) end
+  end
+  return t
+end
+
+return _M

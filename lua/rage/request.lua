@@ -1,0 +1,84 @@
+-- rage.request: what a controller knows about the request, over the core's request object.
+--
+-- Fields: method, path, query_string. Methods read lazily from the core (headers, body) so a
+-- request that never looks at its headers never builds a table for them.
+
+local json = require("rage.json")
+local errors = require("rage.errors")
+local params = require("rage.params")
+
+local setmetatable, find, sub, lower = setmetatable, string.find, string.sub, string.lower
+
+local _M = {}
+
+local Request = {}
+Request.__index = Request
+_M.Request = Request
+
+function _M.new(box, method, path, query)
+  return setmetatable({box = box, method = method, path = path, query_string = query}, Request)
+end
+
+function Request:header(name)
+  return self.box:header(name)
+end
+
+-- All headers, keyed by lower-case name.
+function Request:headers()
+  local h = self._headers
+  if not h then
+    h = self.box:headers()
+    self._headers = h
+  end
+  return h
+end
+
+function Request:body()
+  return self.box:body()
+end
+
+function Request:http_version()
+  return self.box:http_version()
+end
+
+function Request:remote_ip()
+  return self.box:peer()
+end
+
+function Request:host()
+  return self.box:header("host")
+end
+
+-- The media type without parameters, lower-cased ("application/json"), or nil.
+function Request:content_type()
+  local ct = self.box:header("content-type")
+  if not ct then return nil end
+  local semi = find(ct, ";", 1, true)
+  if semi then ct = sub(ct, 1, semi - 1) end
+  return lower((ct:gsub("%s+$", "")))
+end
+
+-- The query string parsed into a table (nested keys as Rails).
+function Request:query()
+  local q = self._query
+  if not q then
+    q = params.parse(self.query_string)
+    self._query = q
+  end
+  return q
+end
+
+-- The body decoded as JSON; raises request.invalid_json (answered 400) when it is not JSON.
+function Request:json()
+  if self._json == nil then
+    local body = self.box:body()
+    local v, err = json.decode(body)
+    if v == nil and body ~= "null" then
+      errors.raise("request.invalid_json", "the request body is not valid JSON: " .. tostring(err), {status = 400}, 2)
+    end
+    self._json = v
+  end
+  return self._json
+end
+
+return _M

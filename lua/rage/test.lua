@@ -1,0 +1,120 @@
+-- rage.test: helpers for app specs.
+--
+--   local t = require("rage.test")
+--   local app = t.load("apps/todo")
+--   local res = t.request(app, "POST", "/todos", {json = {title = "x"}, headers = {...}})
+--   assert.equal(201, res.status); local body = res:json()
+--
+-- request() dispatches in-process, without sockets, through the same handler (router,
+-- controller, callbacks, error handling) that serves real connections: it hands the handler an
+-- object with the same methods as the core's request object.
+
+local json = require("rage.json")
+local params = require("rage.params")
+
+local setmetatable, type, pairs, lower, error = setmetatable, type, pairs, string.lower, error
+
+local _M = {}
+
+local Box = {}
+Box.__index = Box
+
+function Box:header(name)
+  return self._headers[lower(name)]
+end
+
+function Box:headers()
+  local t = {}
+  for k, v in pairs(self._headers) do t[k] = v end
+  return t
+end
+
+function Box:body() return self._body end
+function Box:http_version() return "1.1" end
+function Box:peer() return "127.0.0.1" end
+function Box:responded() return self.res.status ~= nil end
+function Box:connected() return true end
+
+local function check_headers(headers)
+  for k, v in pairs(headers or {}) do
+    local vs = type(v) == "table" and v or {v}
+    if not k:find("^[%w!#$%%&'*+%-.^_`|~]+$") then error("invalid header name " .. k, 3) end
+    for _, x in ipairs(vs) do
+      if type(x) ~= "string" then error("header '" .. k .. "' has a non-string value", 3) end
+      if x:find("[%z\1-\8\10-\31\127]") then
+        error("invalid header value (CR, LF, NUL and control characters are not allowed)", 3)
+      end
+    end
+  end
+end
+
+function Box:respond(status, headers, body)
+  if self.res.status then error("the response was already sent", 2) end
+  check_headers(headers)
+  local res = self.res
+  res.status = status
+  for k, v in pairs(headers or {}) do res.headers[lower(k)] = v end
+  res.body = self._head_only and "" or (body or "")
+end
+
+function Box:stream_start(status, headers)
+  if self.res.status then error("the response was already sent", 2) end
+  check_headers(headers)
+  self.res.status = status
+  for k, v in pairs(headers or {}) do self.res.headers[lower(k)] = v end
+  self._chunks = {}
+end
+
+function Box:write(data)
+  self._chunks[#self._chunks + 1] = data
+  return true
+end
+
+function Box:finish()
+  self.res.body = table.concat(self._chunks)
+end
+
+local Response = {}
+Response.__index = Response
+
+function Response:json()
+  local v, err = json.decode(self.body)
+  if v == nil and self.body ~= "null" then error("response body is not JSON: " .. tostring(err), 2) end
+  return v
+end
+
+function Response:header(name)
+  return self.headers[lower(name)]
+end
+
+-- Loads an app directory for specs (without installing it as the server's handler).
+function _M.load(dir)
+  return require("rage.app").load(dir)
+end
+
+-- request(app, method, target, {headers =, body =, json =, params =}) -> response
+function _M.request(app, method, target, opts)
+  opts = opts or {}
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[lower(k)] = v end
+  headers.host = headers.host or "localhost"
+  local body = opts.body or ""
+  if opts.json ~= nil then
+    body = json.encode(opts.json)
+    headers["content-type"] = headers["content-type"] or "application/json"
+  elseif opts.params then
+    body = ""
+    local parts = {}
+    for k, v in pairs(opts.params) do parts[#parts + 1] = params.escape(k) .. "=" .. params.escape(tostring(v)) end
+    body = table.concat(parts, "&")
+    headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded"
+  end
+  if body ~= "" then headers["content-length"] = tostring(#body) end
+  local path, query = target:match("^([^?]*)%??(.*)$")
+  local res = setmetatable({headers = {}}, Response)
+  local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD"}, Box)
+  app.handler(box, method, path, query ~= "" and query or nil)
+  return res
+end
+
+return _M
