@@ -242,17 +242,19 @@ static int head_complete(rage__http1_t *p) {
   size_t hlen = p->pos - p->head_start;
   llhttp_t *h = &p->parser;
 
-  for (size_t i = 0; i < hlen; i++) {
-    char c = base[i];
-    if (c == '\0') return fail(p, 400, "Bad Request: NUL in request head");
-    if (c == '\r' && (i + 1 >= hlen || base[i + 1] != '\n'))
-      return fail(p, 400, "Bad Request: bare CR in request head");
-    if (c == '\n') {
-      if (i == 0 || base[i - 1] != '\r') return fail(p, 400, "Bad Request: bare LF in request head");
-      if (i + 1 < hlen && (base[i + 1] == ' ' || base[i + 1] == '\t'))
-        return fail(p, 400, "Bad Request: obsolete line folding");
-    }
+  /* Line ends: every LF must follow a CR, every CR must precede an LF, and no line may start
+   * with white space (obs-fold). memchr keeps this to a few instructions per byte. */
+  if (memchr(base, '\0', hlen)) return fail(p, 400, "Bad Request: NUL in request head");
+  size_t lfs = 0, crs = 0;
+  for (const char *lf = memchr(base, '\n', hlen); lf; lf = memchr(lf + 1, '\n', (size_t)(base + hlen - lf - 1))) {
+    if (lf == base || lf[-1] != '\r') return fail(p, 400, "Bad Request: bare LF in request head");
+    if (lf + 1 < base + hlen && (lf[1] == ' ' || lf[1] == '\t'))
+      return fail(p, 400, "Bad Request: obsolete line folding");
+    lfs++;
   }
+  for (const char *cr = memchr(base, '\r', hlen); cr; cr = memchr(cr + 1, '\r', (size_t)(base + hlen - cr - 1)))
+    crs++;
+  if (crs != lfs) return fail(p, 400, "Bad Request: bare CR in request head");
   if (h->http_major != 1 || h->http_minor > 1) return fail(p, 505, "HTTP Version Not Supported");
 
   const span_t *spans = SPANS(p);

@@ -7,7 +7,6 @@
  */
 #include "response.h"
 
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -92,11 +91,42 @@ int rage__valid_token(const char *s, size_t len) {
 }
 
 int rage__valid_field_value(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
   for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+    /* Control characters except HTAB, and DEL: (c - 0x20) wraps for c < 0x20. */
+    unsigned char c = u[i];
+    if ((unsigned char)(c - 0x20) >= 0x5f && c < 0x80 && c != '\t') return 0;
   }
   return 1;
+}
+
+/* Writes `v` in decimal at `w`; returns the end. */
+static char *put_size(char *w, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *w++ = tmp[--n];
+  return w;
+}
+
+/* "HTTP/1.1 NNN Reason\r\n" into `w`; returns the end. */
+static char *put_status_line(char *w, int status) {
+  const char *reason = rage__status_reason(status);
+  memcpy(w, "HTTP/1.1 ", 9);
+  w += 9;
+  *w++ = (char)('0' + status / 100);
+  *w++ = (char)('0' + status / 10 % 10);
+  *w++ = (char)('0' + status % 10);
+  *w++ = ' ';
+  size_t rl = strlen(reason);
+  memcpy(w, reason, rl);
+  w += rl;
+  *w++ = '\r';
+  *w++ = '\n';
+  return w;
 }
 
 const char *rage__date_line(size_t *len) {
@@ -155,7 +185,7 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
   }
   rage__buf_reserve(out, need);
   char *w = out->data + out->len;
-  w += sprintf(w, "HTTP/1.1 %d %s\r\n", res->status, rage__status_reason(res->status));
+  w = put_status_line(w, res->status);
   for (size_t i = 0; i < res->nheaders; i++) {
     const rage_header_t *h = &res->headers[i];
     if (owned_by_core(h->name, h->name_len)) continue;
@@ -175,7 +205,10 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
         w += 28;
       }
     } else {
-      w += sprintf(w, "Content-Length: %zu\r\n", res->content_length);
+      memcpy(w, "Content-Length: ", 16);
+      w = put_size(w + 16, res->content_length);
+      *w++ = '\r';
+      *w++ = '\n';
     }
   }
   if (!res->keep_alive) {

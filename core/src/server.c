@@ -140,11 +140,68 @@ static void conn_error(rage__conn_t *c, int status, const char *reason) {
 
 /* ---- timers ----------------------------------------------------------------------------- */
 
+/*
+ * The deadline of the connection's current phase (absolute loop time in ms; 0 for none). The
+ * timer is re-armed lazily: it is moved only when the deadline comes earlier than the time it is
+ * set for, and when it fires early it re-arms itself, so a busy keep-alive connection costs no
+ * timer operation per request.
+ */
+static uint64_t conn_deadline(rage__conn_t *c) {
+  const rage_server_config_t *cfg = c->server->cfg;
+  uint64_t d = 0;
+  switch (c->http.state) {
+  case RAGE_HTTP1_IDLE:
+    if (c->active == NULL) {
+      rage__server_t *s = c->server;
+      uint64_t t = cfg->keepalive_timeout;
+      if (s->nconns * 100 >= (uint64_t)cfg->max_connections * RAGE_KEEPALIVE_PRESSURE_PCT &&
+          t > RAGE_KEEPALIVE_PRESSURE_TIMEOUT)
+        t = RAGE_KEEPALIVE_PRESSURE_TIMEOUT;
+      d = c->idle_since + t;
+    }
+    break;
+  case RAGE_HTTP1_HEAD:
+    d = c->msg_start + cfg->header_timeout;
+    break;
+  case RAGE_HTTP1_BODY: {
+    uint64_t idle = c->last_read + cfg->body_idle_timeout;
+    uint64_t total = c->msg_start + cfg->request_timeout;
+    d = idle < total ? idle : total;
+    break;
+  }
+  default:
+    break;
+  }
+  if (c->queued > 0) {
+    uint64_t send = c->last_progress + cfg->send_timeout;
+    if (d == 0 || send < d) d = send;
+  }
+  return d;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void conn_arm(rage__conn_t *c) {
+  uint64_t d = conn_deadline(c);
+  if (d == 0) return;
+  if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_due <= d) return;
+  uint64_t now = uv_now(c->server->loop);
+  c->timer_due = d;
+  uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+}
+
 static void on_timer(uv_timer_t *t) {
   rage__conn_t *c = t->data;
   const rage_server_config_t *cfg = c->server->cfg;
   uint64_t now = uv_now(c->server->loop);
-  if (c->queued > 0 && now - c->last_progress >= cfg->send_timeout) {
+  uint64_t d = conn_deadline(c);
+  if (d == 0) return;
+  if (now < d) {
+    c->timer_due = d;
+    uv_timer_start(&c->timer, on_timer, d - now, 0);
+    return;
+  }
+  if (c->queued > 0 && now >= c->last_progress + cfg->send_timeout) {
     rage__log(RAGE_LOG_DEBUG, "closing connection: no send progress for %llu ms",
               (unsigned long long)cfg->send_timeout);
     conn_close(c);
@@ -152,52 +209,15 @@ static void on_timer(uv_timer_t *t) {
   }
   switch (c->http.state) {
   case RAGE_HTTP1_IDLE:
-    if (c->active == NULL && c->queued == 0) conn_close(c);
+    conn_close(c);
     return;
   case RAGE_HTTP1_HEAD:
   case RAGE_HTTP1_BODY:
     rage__http1_fail(&c->http, 408, "Request Timeout");
     return;
   default:
-    conn_arm(c);
+    return;
   }
-}
-
-static void conn_arm(rage__conn_t *c) {
-  const rage_server_config_t *cfg = c->server->cfg;
-  uint64_t now = uv_now(c->server->loop);
-  uint64_t timeout = 0;
-  switch (c->http.state) {
-  case RAGE_HTTP1_IDLE:
-    if (c->active == NULL) {
-      rage__server_t *s = c->server;
-      timeout = cfg->keepalive_timeout;
-      if (s->nconns * 100 >= (uint64_t)cfg->max_connections * RAGE_KEEPALIVE_PRESSURE_PCT &&
-          timeout > RAGE_KEEPALIVE_PRESSURE_TIMEOUT)
-        timeout = RAGE_KEEPALIVE_PRESSURE_TIMEOUT;
-    }
-    break;
-  case RAGE_HTTP1_HEAD: {
-    uint64_t end = c->msg_start + cfg->header_timeout;
-    timeout = end > now ? end - now : 1;
-    break;
-  }
-  case RAGE_HTTP1_BODY: {
-    uint64_t end = c->msg_start + cfg->request_timeout;
-    uint64_t left = end > now ? end - now : 1;
-    timeout = cfg->body_idle_timeout < left ? cfg->body_idle_timeout : left;
-    break;
-  }
-  default:
-    break;
-  }
-  if (c->queued > 0) {
-    uint64_t end = c->last_progress + cfg->send_timeout;
-    uint64_t left = end > now ? end - now : 1;
-    if (timeout == 0 || left < timeout) timeout = left;
-  }
-  if (timeout) uv_timer_start(&c->timer, on_timer, timeout, 0);
-  else uv_timer_stop(&c->timer);
 }
 
 /* ---- reading and parsing ---------------------------------------------------------------- */
@@ -260,8 +280,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  int was_idle = c->http.state == RAGE_HTTP1_IDLE;
-  if (was_idle && nread > 0) c->msg_start = uv_now(c->server->loop);
+  uint64_t now = uv_now(c->server->loop);
+  if (c->http.state == RAGE_HTTP1_IDLE && nread > 0) c->msg_start = now;
+  c->last_read = now;
   rage__http1_feed(&c->http, (size_t)nread);
   if (!c->closing && c->http.state != RAGE_HTTP1_PAUSED) conn_arm(c);
 }
@@ -279,7 +300,7 @@ static void conn_continue(void *data) {
     return;
   }
   start_reading(c);
-  if (rage__http1_pending(&c->http) > 0) c->msg_start = uv_now(c->server->loop);
+  c->idle_since = c->msg_start = c->last_read = uv_now(c->server->loop);
   rage__http1_resume(&c->http);
   if (!c->closing && c->http.state != RAGE_HTTP1_PAUSED) conn_arm(c);
 }
@@ -378,6 +399,7 @@ static void accept_one(rage__server_t *s) {
   if (s->conns) s->conns->prev = c;
   s->conns = c;
   s->nconns++;
+  c->idle_since = uv_now(s->loop);
   conn_arm(c);
   start_reading(c);
 }

@@ -27,6 +27,9 @@ struct rage__conn_s {
   rage__req_t *active;        /* the request whose response is being produced */
   unsigned nrequests;
   uint64_t msg_start;         /* when the first byte of the current request arrived */
+  uint64_t last_read;         /* when bytes last arrived */
+  uint64_t idle_since;        /* when the connection last became idle */
+  uint64_t timer_due;         /* when the timer is set to fire */
   size_t queued;              /* bytes handed to uv_write and not yet written */
   uint64_t last_progress;     /* last time queued output moved */
   int refs;                   /* deferred work pending on this connection */

@@ -21,9 +21,12 @@ local function format(...)
   return concat(parts)
 end
 
+-- The level is cached here; log.level() is the one way to change it after boot.
+local current = core_level()
+
 local function writer(level)
   return function(...)
-    if level >= core_level() then core_log(level, format(...)) end
+    if level >= current then core_log(level, format(...)) end
   end
 end
 
@@ -38,13 +41,14 @@ function _M.level(name)
     local n = LEVELS[name]
     if not n then error("rage.log.level: unknown level '" .. tostring(name) .. "' (debug, info, warn, error)", 2) end
     core_level(n)
+    current = n
   end
-  local cur = core_level()
+  local cur = current
   for k, v in pairs(LEVELS) do if v == cur then return k end end
 end
 
 function _M.enabled(name)
-  return LEVELS[name] >= core_level()
+  return LEVELS[name] >= current
 end
 
 return _M

@@ -107,8 +107,6 @@ local function pluralize(w)
   return w .. "s"
 end
 
-_M.singularize, _M.pluralize = singularize, pluralize
-
 ---------------------------------------------------------------------------------------------------
 -- Patterns. "/photos/:id(.:format)" becomes tokens: "lit" text, "sep" for "/", "param" and "glob"
 -- with a name, and "group" for an optional part. Optional groups are expanded into variants,
@@ -251,7 +249,9 @@ local function edge_for(pieces, cons, names, path)
     end
     prev = p.t == "lit" and "lit" or "cap"
   end
-  if ncap > MAX_SEGMENT_CAPTURES then misuse("bad pattern " .. path .. ": too many parameters in one segment") end
+  if ncap > MAX_SEGMENT_CAPTURES then
+    misuse("bad pattern " .. path .. ": too many parameters in one segment")
+  end
   buf[#buf + 1] = "$"
   if glob then
     if #pieces == 1 then return {kind = K_GLOB, key = "g", ncap = 1} end
@@ -284,7 +284,9 @@ local function compile_variant(flat, cons, path, is_mount)
   for i = 1, #segs do
     local e = edge_for(segs[i], cons, names, path)
     if e.kind ~= K_STATIC then static = false end
-    if is_mount and e.kind == K_GLOB then misuse("mount " .. path .. ": a mount path cannot hold a wildcard") end
+    if is_mount and e.kind == K_GLOB then
+      misuse("mount " .. path .. ": a mount path cannot hold a wildcard")
+    end
     edges[i] = e
   end
   local static_path
@@ -442,10 +444,13 @@ end
 
 local function list_of(v, what, field)
   if type(v) == "string" then return {v} end
-  if type(v) ~= "table" then misuse(what .. ": " .. field .. " must be a string or a list of strings") end
-  for i = 1, #v do
-    if type(v[i]) ~= "string" then misuse(what .. ": " .. field .. " must be a string or a list of strings") end
+  local ok = type(v) == "table"
+  if ok then
+    for i = 1, #v do
+      if type(v[i]) ~= "string" then ok = false end
+    end
   end
+  if not ok then misuse(what .. ": " .. field .. " must be a string or a list of strings") end
   return v
 end
 
@@ -531,7 +536,8 @@ local function add_route(router, f, rel_path, o, what)
     else
       controller = join_module(f.module, controller)
     end
-    if not find(controller, "^[%w_]+[%w_/]*$") or find(controller, "//", 1, true) or find(controller, "/$") then
+    if not find(controller, "^[%w_]+[%w_/]*$") or find(controller, "//", 1, true)
+       or find(controller, "/$") then
       misuse(what .. ": bad controller name '" .. controller .. "'")
     end
     if not find(action, "^[%a_][%w_]*$") then misuse(what .. ": bad action name '" .. action .. "'") end
@@ -752,7 +758,9 @@ function Mapper:root(target)
   end
   opts = check_opts(opts, ROOT_OPTS, "root")
   if target == nil then target = opts.to end
-  if target == nil and opts.controller == nil then misuse("root: a target is required (r:root(\"pages#home\"))") end
+  if target == nil and opts.controller == nil then
+    misuse("root: a target is required (r:root(\"pages#home\"))")
+  end
   local path
   if f.level == "resources" or f.level == "resource" then f = derive(f, {level = "root"}) else path = "/" end
   local m = new_mapper(self._router, f)
@@ -765,7 +773,9 @@ end
 function Mapper:mount(path, handler, opts)
   local f = live(self, "mount")
   check_path_text(path, "mount")
-  if not is_handler(handler) then misuse("mount: handler must be a function or an object with a call method") end
+  if not is_handler(handler) then
+    misuse("mount: handler must be a function or an object with a call method")
+  end
   opts = check_opts(opts, MOUNT_OPTS, "mount")
   if opts.as ~= nil then check_string(opts.as, "mount", "as") end
   return add_route(self._router, f, path, {
@@ -787,7 +797,8 @@ local function scoped(f, o, what)
     path = join_path(f.path, o.path)
   end
   return derive(f, {
-    path = path, module = join_module(f.module, o.module), as = o.as and join_name(f.as, normalize_name(o.as)),
+    path = path, module = join_module(f.module, o.module),
+    as = o.as and join_name(f.as, normalize_name(o.as)),
     controller = o.controller, defaults = merge(f.defaults, check_defaults(o.defaults, what)),
     constraints = merge(f.constraints, check_constraints(o.constraints, what)), format = o.format,
   })
@@ -925,8 +936,13 @@ function Mapper:resources(name, opts, block)
     misuse("resources: name must be a word like \"photos\"")
   end
   opts = check_opts(opts, RESOURCES_OPTS, "resources")
-  for _, k in pairs({"param", "path", "controller", "as", "singular"}) do check_string(opts[k], "resources", k) end
-  if opts.param ~= nil and not find(opts.param, "^[%a_][%w_]*$") then misuse("resources: param must be a word") end
+  for _, k in pairs({"param", "path", "controller", "as", "singular"}) do
+    check_string(opts[k], "resources", k)
+  end
+  if opts.param ~= nil and not find(opts.param, "^[%a_][%w_]*$") then
+    misuse("resources: param must be a word")
+  end
+  if opts.path ~= nil then check_path_text(opts.path, "resources") end
   if block ~= nil then check_block(block, "resources") end
   check_format(opts.format, "resources")
   local actions = select_actions(opts, PLURAL_ACTIONS, PLURAL_DEFAULT, "resources")
@@ -941,7 +957,8 @@ function Mapper:resources(name, opts, block)
     singleton = false, member_name = singular,
     collection_name = singular == plural and plural .. "_index" or plural,
     controller = opts.controller or name, param = param, nested_param = singular .. "_" .. param,
-    path = rpath, member_path = rpath .. "/:" .. param, nested_path = rpath .. "/:" .. singular .. "_" .. param,
+    path = rpath, member_path = rpath .. "/:" .. param,
+    nested_path = rpath .. "/:" .. singular .. "_" .. param,
   }
   local rf = derive(f, {level = "resources", resource = res, controller = res.controller, path = rpath})
 
@@ -963,6 +980,7 @@ function Mapper:resource(name, opts, block)
   end
   opts = check_opts(opts, RESOURCE_OPTS, "resource")
   for _, k in pairs({"path", "controller", "as"}) do check_string(opts[k], "resource", k) end
+  if opts.path ~= nil then check_path_text(opts.path, "resource") end
   if block ~= nil then check_block(block, "resource") end
   check_format(opts.format, "resource")
   local actions = select_actions(opts, SINGULAR_ACTIONS, SINGULAR_DEFAULT, "resource")
@@ -1211,7 +1229,7 @@ local function walk(S, root)
           j = i
         end
         local child = edge.node
-        if child.min_rank >= best_rank then goto continue end
+        if child.min_rank >= best_rank then break end
         local kind, ok = edge.kind, false
         if kind == K_PARAM then
           local seg = segs[i]
@@ -1491,7 +1509,9 @@ local function generate(entry, toks, params, used, buf, optional, what)
       if v == nil or (optional and d ~= nil and same(v, d)) then
         if optional then return false end
         v = d
-        if v == nil then misuse(what .. ": missing required param '" .. name .. "' for " .. entry.route.path) end
+        if v == nil then
+          misuse(what .. ": missing required param '" .. name .. "' for " .. entry.route.path)
+        end
       end
       v = to_param(v, name, what)
       if v == "" then
