@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 APP        ?= apps/hello
 PORT       ?= 3000
 
-.PHONY: all deps build run test test-fast test-asan bench clean
+.PHONY: all deps build run test test-fast test-asan bench fuzz clean
 
 all: build
 
@@ -39,5 +39,15 @@ test-asan: deps
 bench:
 	bench/run
 
+# Fuzzes the request path with libFuzzer for FUZZ_SECONDS (clang builds everything with ASan).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v clang >/dev/null || tools/deps --fuzz
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRAGE_FUZZ=ON -DRAGE_SANITIZE=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz-http1
+	mkdir -p build-fuzz/corpus
+	tools/fuzz-seeds build-fuzz/corpus
+	build-fuzz/core/test/fuzz-http1 -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-release
+	rm -rf $(BUILD) $(ASAN_BUILD) build-release build-fuzz

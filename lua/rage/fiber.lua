@@ -49,8 +49,8 @@ end
 
 -- Suspends the calling fiber for `seconds` (0 yields to other fibers and resumes next tick).
 function _M.sleep(seconds)
-  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
-    error("rage.sleep: seconds must be a non-negative number", 2)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds > 1e9 then
+    error("rage.sleep: seconds must be a number from 0 to 1e9", 2)
   end
   local ok, kind, msg = core_sleep(seconds)
   if not ok then errors.raise(kind, msg, nil, 2) end

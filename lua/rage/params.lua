@@ -33,6 +33,21 @@ function _M.escape(s)
   return (gsub(s, "[^%w%-%._~]", char_to_hex))
 end
 
+local function index(part)
+  return tonumber(part) and #part < 10 and tonumber(part) or part
+end
+
+-- Whether `node` already has a value at the key path parts[i..n] (Rack's params_hash_has_key?).
+local function has_path(node, parts, i, n)
+  for j = i, n do
+    local part = parts[j]
+    if part == "" or type(node) ~= "table" then return false end
+    node = node[index(part)]
+    if node == nil then return false end
+  end
+  return true
+end
+
 -- Stores value at the nested key path of `name` ("a[b][]") inside `t`.
 local function store(t, name, value)
   local first = find(name, "[", 1, true)
@@ -40,20 +55,34 @@ local function store(t, name, value)
     t[name] = value
     return
   end
-  local key = sub(name, 1, first - 1)
-  local node = t
-  local depth = 0
-  local rest = sub(name, first)
-  for part in gmatch(rest, "%[([^%]]*)%]") do
-    depth = depth + 1
-    if depth > _M.max_depth then break end
+  local parts, n = {}, 0
+  for part in gmatch(sub(name, first), "%[([^%]]*)%]") do
+    if n == _M.max_depth then break end
+    n = n + 1
+    parts[n] = part
+  end
+  local node, key = t, sub(name, 1, first - 1)
+  for i = 1, n do
     local child = node[key]
     if type(child) ~= "table" then
       child = {}
       node[key] = child
     end
     node = child
-    key = part == "" and #node + 1 or (tonumber(part) and #part < 10 and tonumber(part) or part)
+    local part = parts[i]
+    if part == "" then
+      -- "items[][name]=a&items[][qty]=1" builds one item: a key goes into the last item
+      -- unless that item already has it, as in Rails.
+      local len = #node
+      local last = len > 0 and node[len]
+      if i < n and type(last) == "table" and not has_path(last, parts, i + 1, n) then
+        key = len
+      else
+        key = len + 1
+      end
+    else
+      key = index(part)
+    end
   end
   node[key] = value
 end

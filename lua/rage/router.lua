@@ -1382,7 +1382,7 @@ end
 compile = function(self)
   if self._static ~= nil then return end
   local root = new_node(huge)
-  local rank, statics, has_head, verb_universe = 0, {}, false, {}
+  local rank, statics, has_head, uses_host, verb_universe = 0, {}, false, false, {}
   local entries = self._entries
   for i = 1, #entries do
     local entry = entries[i]
@@ -1400,6 +1400,7 @@ compile = function(self)
     local host = entry.host
     local host_eq, host_pat, sub_eq, sub_pat
     if host then
+      uses_host = true
       if host.host then host_eq, host_pat = host_test(host.host) end
       if host.subdomain then sub_eq, sub_pat = host_test(host.subdomain) end
     end
@@ -1426,7 +1427,8 @@ compile = function(self)
       if var.static_path and not v.mount and host == nil then statics[#statics + 1] = {v, var.static_path} end
     end
   end
-  self._root, self._has_head = root, has_head
+  -- uses_host tells the dispatcher whether the Host header is worth reading for match().
+  self._root, self._has_head, self.uses_host = root, has_head, uses_host
 
   -- The static hash holds an answer only where the tree gives that same static route for that
   -- method whatever the host: the search runs with host constraints treated as met, so a
@@ -1566,6 +1568,7 @@ Router.__index = Router
 function _M.new()
   return setmetatable({
     _entries = {}, _list = {}, _names = {}, _static = nil, _root = nil, _has_head = false,
+    uses_host = false,
     _state = {segs = {}, starts = {}, ends = {}, caps = {}, best_caps = {}, n = 0, ncaps = 0,
               best_ncaps = 0, best_rank = huge, fn = {}, fi = {}, fk = {}, fc = {}, fj = {}},
   }, Router)

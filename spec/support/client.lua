@@ -58,9 +58,12 @@ end
 
 -- Sends `data` in pieces: `at` is a step (1 = byte by byte) or a list of offsets to cut after;
 -- `pause` seconds between pieces (default 2 ms). Stops at the first send error (the server may
--- close the connection early on purpose) and returns nil, err then.
-function Conn:send_split(data, at, pause)
+-- close the connection early on purpose) and returns nil, err then. With opts.until_answered,
+-- sending stops as soon as the server has sent something (returns nil, "answered"), as a
+-- client that reads while it writes would.
+function Conn:send_split(data, at, pause, opts)
   pause = pause or 0.002
+  opts = opts or {}
   local cuts = {}
   if type(at) == "number" then
     for i = at, #data - 1, at do cuts[#cuts + 1] = i end
@@ -73,6 +76,10 @@ function Conn:send_split(data, at, pause)
   local prev = 0
   cuts[#cuts + 1] = #data
   for _, cut in ipairs(cuts) do
+    if opts.until_answered and prev > 0 and (self.buf ~= "" or self.sock:dirty()
+        or (socket.select({self.sock}, nil, 0))[1]) then
+      return nil, "answered"
+    end
     if cut > prev then
       local ok, err = self:send(data:sub(prev + 1, cut))
       if not ok then return nil, err end

@@ -901,6 +901,13 @@ describe("rage.router", function()
       assert.equal("a#show", target(r, "GET", "/a"))
     end)
 
+    it("says whether any route looks at the host", function()
+      assert.is_false(draw(function(r) r:get("/a", "a#b") end).uses_host)
+      assert.is_true(draw(function(r)
+        r:scope({constraints = {subdomain = "api"}}, function(r) r:get("/a", "a#b") end)
+      end).uses_host)
+    end)
+
     it("matches an empty router with nothing", function()
       local r = draw(function() end)
       assert.same({nil, nil}, {r:match("GET", "/")})

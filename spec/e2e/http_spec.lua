@@ -1,0 +1,250 @@
+-- End to end: HTTP/1.1 behaviour of a real server process over real sockets.
+--
+--   RAGE_BIN=build/rage-lua build/rage-lua test spec/e2e/http_spec.lua
+
+local server = require("spec.support.server")
+local client = require("spec.support.client")
+
+local build = client.build
+
+describe("HTTP/1.1 over a socket", function()
+  local srv
+
+  setup(function()
+    srv = assert(server.start{app = "spec/fixtures/e2e_app"})
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  local function connect()
+    return assert(client.connect(srv.port))
+  end
+
+  local function count()
+    local res = assert(client.request(srv.port, "GET", "/count"))
+    assert.equal(200, res.status)
+    return client.json(res.body).count
+  end
+
+  local function stats()
+    local res = assert(client.request(srv.port, "GET", "/stats"))
+    return client.json(res.body)
+  end
+
+  it("keeps a connection alive across requests", function()
+    local c = connect()
+    finally(function() c:close() end)
+    local before = count()
+    for i = 1, 3 do
+      assert(c:send(build("GET", "/touch")))
+      local res = assert(c:read_response())
+      assert.equal(200, res.status)
+      assert.is_false(res.close)
+      assert.equal(before + i, client.json(res.body).count)
+    end
+    assert.is_true(c:still_open(0.1))
+  end)
+
+  it("answers HTTP/1.0 and closes unless asked to keep alive", function()
+    local c = connect()
+    assert(c:send("GET /count HTTP/1.0\r\n\r\n"))
+    local res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.is_true(c:wait_closed(2))
+    c:close()
+
+    c = connect()
+    finally(function() c:close() end)
+    assert(c:send("GET /count HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.matches("keep%-alive", (res.headers.connection or ""):lower())
+    assert(c:send("GET /count HTTP/1.0\r\n\r\n"))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.is_true(c:wait_closed(2))
+  end)
+
+  it("sends no body in answer to HEAD (the next response parses cleanly)", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("HEAD", "/count")))
+    local res = assert(c:read_response({head = true}))
+    assert.equal(200, res.status)
+    assert.is_truthy(tonumber(res.headers["content-length"]))
+    assert.is_true(tonumber(res.headers["content-length"]) > 0)
+    -- nothing may follow the head: the next bytes are the next response's status line
+    assert(c:send(build("GET", "/count")))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.matches('^{"count":%d+}$', res.body)
+    assert.equal("", c.buf)
+  end)
+
+  it("sends no chunks in answer to HEAD of a streamed response", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("HEAD", "/stream?n=3")))
+    local res = assert(c:read_response({head = true}))
+    assert.equal(200, res.status)
+    assert(c:send(build("GET", "/count")))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.matches('^{"count":%d+}$', res.body)
+  end)
+
+  it("parses a chunked response", function()
+    local res = assert(client.request(srv.port, "GET", "/stream?n=3"))
+    assert.equal(200, res.status)
+    assert.is_true(res.chunked)
+    assert.equal(3, res.chunks)
+    assert.equal("part 1\npart 2\npart 3\n", res.body)
+  end)
+
+  it("answers pipelined requests in order, a slow one first, all sent in one write", function()
+    local c = connect()
+    finally(function() c:close() end)
+    local before = count()
+    local bytes = build("GET", "/slow?ms=300") .. build("GET", "/touch") .. build("POST", "/echo",
+      {{"Content-Length", "5"}}, "hello") .. build("GET", "/touch")
+    local t0 = server.now()
+    assert(c:send(bytes))
+    local list, err = c:read_responses(4)
+    assert.equal(4, #list, tostring(err))
+    assert.is_true(server.now() - t0 >= 0.29)
+    assert.equal(200, list[1].status)
+    assert.same({slept_ms = 300}, client.json(list[1].body))
+    assert.equal(before + 1, client.json(list[2].body).count)
+    assert.same({length = 5, body = "hello"}, client.json(list[3].body))
+    assert.equal(before + 3, client.json(list[4].body).count)
+  end)
+
+  it("accepts a chunked request body", function()
+    local c = connect()
+    finally(function() c:close() end)
+    local body = ("0123456789"):rep(30)
+    local bytes = build("POST", "/echo", {{"Transfer-Encoding", "chunked"}}) .. client.chunked(body, 64)
+    assert(c:send(bytes))
+    local res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.same({length = #body, body = body}, client.json(res.body))
+    -- the same, with chunk extensions, a trailer and the bytes split at odd places
+    bytes = build("POST", "/echo", {{"Transfer-Encoding", "chunked"}}) ..
+      "5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    assert(c:send_split(bytes, 7))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.same({length = 11, body = "hello world"}, client.json(res.body))
+  end)
+
+  it("answers Expect: 100-continue with 100 Continue before the body is sent", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("POST", "/echo", {{"Content-Length", "4"}, {"Expect", "100-continue"}})))
+    local interim = assert(c:read_response({timeout = 2}))
+    assert.equal(100, interim.status)
+    assert(c:send("ping"))
+    local res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.same({length = 4, body = "ping"}, client.json(res.body))
+  end)
+
+  it("refuses an over-limit Content-Length with 413 and no 100 Continue", function()
+    local c = connect()
+    finally(function() c:close() end)
+    local before = count()
+    assert(c:send(build("POST", "/echo", {{"Content-Length", "1025"}, {"Expect", "100-continue"}})))
+    local res = assert(c:read_response({timeout = 2}))
+    assert.equal(413, res.status)
+    assert.is_true(c:wait_closed(2))
+    assert.equal(before, count())
+  end)
+
+  it("answers a Lua error with a generic 500 and keeps serving the connection", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("GET", "/boom")))
+    local res = assert(c:read_response())
+    assert.equal(500, res.status)
+    assert.not_matches("on purpose", res.body)
+    assert.not_matches("traceback", res.body)
+    assert.not_matches("%.lua", res.body)
+    assert(c:send(build("GET", "/count")))
+    res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.is_truthy(server.wait_for(function() return srv:log():find("the boom action fails on purpose", 1, true) end, 2))
+  end)
+
+  it("answers 404 for an unknown path and 405 with Allow for a wrong method", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("GET", "/no/such/page")))
+    local res = assert(c:read_response())
+    assert.equal(404, res.status)
+    assert(c:send(build("DELETE", "/count")))
+    res = assert(c:read_response())
+    assert.equal(405, res.status)
+    assert.is_truthy(res.headers.allow)
+    assert.matches("GET", res.headers.allow)
+    assert.not_matches("DELETE", res.headers.allow)
+    assert(c:send(build("PUT", "/touch", {{"Content-Length", "0"}})))
+    res = assert(c:read_response())
+    assert.equal(405, res.status)
+    assert.matches("GET", res.headers.allow)
+    assert.matches("POST", res.headers.allow)
+  end)
+
+  it("works with curl", function()
+    local status, body, headers = client.curl{"http://127.0.0.1:" .. srv.port .. "/count"}
+    assert.equal(200, status)
+    assert.matches("^application/json", headers["content-type"])
+    assert.is_truthy(client.json(body).count)
+    status, body = client.curl{"-X", "POST", "--data-binary", "abc", "-H", "Content-Type: text/plain",
+                               "http://127.0.0.1:" .. srv.port .. "/echo"}
+    assert.equal(200, status)
+    assert.same({length = 3, body = "abc"}, client.json(body))
+    -- curl sends Expect: 100-continue for large bodies; force it for a small one
+    status, body = client.curl{"-X", "POST", "--data-binary", "xyz", "-H", "Expect: 100-continue",
+                               "http://127.0.0.1:" .. srv.port .. "/echo"}
+    assert.equal(200, status)
+    assert.same({length = 3, body = "xyz"}, client.json(body))
+  end)
+
+  it("records requests that ran to completion", function()
+    local before = stats()
+    local res = assert(client.request(srv.port, "GET", "/slow?ms=10"))
+    assert.equal(200, res.status)
+    local after = stats()
+    assert.equal(before.finished + 1, after.finished)
+    assert.equal(before.cancelled, after.cancelled)
+  end)
+end)
+
+describe("HTTP over IPv6", function()
+  local function has_ipv6_loopback()
+    local s = require("socket").tcp6()
+    if not s then return false end
+    local ok = s:bind("::1", 0)
+    s:close()
+    return ok == 1 or ok == true
+  end
+
+  it("serves on ::1", function()
+    if not has_ipv6_loopback() then
+      pending("this machine has no IPv6 loopback (::1)")
+      return
+    end
+    local srv = assert(server.start{app = "spec/fixtures/e2e_app", host = "::1"})
+    finally(function() srv:stop() end)
+    assert.matches("^http://%[::1%]:%d+$", srv.url)
+    local c = assert(client.connect(srv.port, "::1"))
+    finally(function() c:close(); srv:stop() end)
+    assert(c:send(build("GET", "/count", {{"Host", "[::1]:" .. srv.port}})))
+    local res = assert(c:read_response())
+    assert.equal(200, res.status)
+    local status = client.curl{"-g", "http://[::1]:" .. srv.port .. "/count"}
+    assert.equal(200, status)
+  end)
+end)

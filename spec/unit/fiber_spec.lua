@@ -1,0 +1,309 @@
+-- Specs for rage.fiber: rage.sleep and coroutine.* inside fibers. Every spec already runs in a
+-- fiber of the real scheduler, so each wait below really suspends and is resumed by the loop.
+
+local fiber = require("rage.fiber")
+local errors = require("rage.errors")
+local controller = require("rage.controller")
+local router = require("rage.router")
+local dispatcher = require("rage.dispatcher")
+local t = require("rage.test")
+
+local clock = rage.clock
+
+-- Seconds `fn` takes on the high-resolution clock.
+local function timed(fn)
+  rage.sleep(0)   -- start right after a loop iteration, so earlier work does not count
+  local t0 = clock()
+  fn()
+  return clock() - t0
+end
+
+local function here()
+  return "fiber_spec.lua:" .. debug.getinfo(2, "l").currentline .. ":"
+end
+
+describe("rage.fiber", function()
+
+  describe("rage.sleep", function()
+    it("waits at least the given time", function()
+      local elapsed = timed(function() rage.sleep(0.03) end)
+      assert.is_true(elapsed >= 0.029, "slept only " .. elapsed)
+      assert.is_true(elapsed < 0.5, "slept " .. elapsed)
+    end)
+
+    it("with 0 yields to the loop and comes back", function()
+      local elapsed = timed(function()
+        for _ = 1, 5 do rage.sleep(0) end
+      end)
+      assert.is_true(elapsed < 0.1)
+    end)
+
+    it("runs waits in sequence in one fiber", function()
+      local order = {}
+      local elapsed = timed(function()
+        rage.sleep(0.01)
+        order[#order + 1] = 1
+        rage.sleep(0.01)
+        order[#order + 1] = 2
+      end)
+      assert.same({1, 2}, order)
+      assert.is_true(elapsed >= 0.019, "slept only " .. elapsed)
+    end)
+
+    -- The loop's cached clock is not refreshed before a timer starts, so a fiber that has been
+    -- busy since the loop last woke up is woken early by that much.
+    pending("waits its full time after the fiber has been busy", function()
+      rage.sleep(0)
+      local t0 = clock()
+      while clock() - t0 < 0.03 do end
+      local t1 = clock()
+      rage.sleep(0.05)
+      local elapsed = clock() - t1
+      assert.is_true(elapsed >= 0.049, "woke after " .. elapsed)
+    end)
+
+    it("rejects bad durations at the caller's line", function()
+      for _, bad in ipairs({-1, 0 / 0, math.huge, 2e9, "1", {}}) do
+        local line
+        local ok, err = pcall(function()
+          line = here(); rage.sleep(bad)
+        end)
+        assert.is_false(ok)
+        assert.matches(line, err, 1, true)
+        assert.matches("rage.sleep: seconds must be a number", err, 1, true)
+      end
+    end)
+  end)
+
+  describe("concurrent fibers", function()
+    local with_spawn = rage.spawn and it or pending
+
+    with_spawn("wake in the order of their deadlines, not of their start", function()
+      local order = {}
+      local elapsed = timed(function()
+        local a = rage.spawn(function() rage.sleep(0.03); order[#order + 1] = "a" end)
+        local b = rage.spawn(function() rage.sleep(0.01); order[#order + 1] = "b" end)
+        local c = rage.spawn(function() rage.sleep(0); order[#order + 1] = "c" end)
+        a:wait(); b:wait(); c:wait()
+      end)
+      assert.same({"c", "b", "a"}, order)
+      assert.is_true(elapsed < 0.04 + 0.02, "the sleeps did not overlap: " .. elapsed)
+    end)
+  end)
+
+  describe("pcall across waits", function()
+    it("returns the results of a function that waited", function()
+      assert.same({true, 1, 2}, {pcall(function() rage.sleep(0.001); return 1, 2 end)})
+    end)
+
+    it("catches an error raised after a wait", function()
+      local ok, err = pcall(function()
+        rage.sleep(0.001)
+        error("after the wait")
+      end)
+      assert.is_false(ok)
+      assert.matches("after the wait", err)
+    end)
+
+    it("catches error objects and keeps their fields", function()
+      local ok, err = pcall(function()
+        rage.sleep(0)
+        rage.error("db.timeout", "slow", {ms = 5})
+      end)
+      assert.is_false(ok)
+      assert.is_true(errors.is(err, "db"))
+      assert.equal(5, err.ms)
+    end)
+
+    it("nests, and xpcall's handler sees the stack of the failed wait", function()
+      local ok, tb = xpcall(function()
+        local inner_ok = pcall(function() rage.sleep(0); error("inner") end)
+        assert.is_false(inner_ok)
+        rage.sleep(0)
+        error("outer")
+      end, debug.traceback)
+      assert.is_false(ok)
+      assert.matches("outer", tb)
+      assert.matches("fiber_spec.lua", tb)
+    end)
+  end)
+
+  describe("user coroutines", function()
+    it("resume across waits, passing values both ways", function()
+      local co = coroutine.create(function(a)
+        rage.sleep(0.001)
+        local b = coroutine.yield(a + 1)
+        rage.sleep(0)
+        local c = coroutine.yield(b * 2)
+        rage.sleep(0.001)
+        return "done", c
+      end)
+      assert.same({true, 2}, {coroutine.resume(co, 1)})
+      assert.equal("suspended", coroutine.status(co))
+      assert.same({true, 20}, {coroutine.resume(co, 10)})
+      assert.same({true, "done", "x"}, {coroutine.resume(co, "x")})
+      assert.equal("dead", coroutine.status(co))
+      local ok, err = coroutine.resume(co)
+      assert.is_false(ok)
+      assert.matches("dead coroutine", err)
+    end)
+
+    it("see themselves as running while their wait is pending", function()
+      local co
+      co = coroutine.create(function()
+        rage.sleep(0.001)
+        return coroutine.running() == co, coroutine.status(co)
+      end)
+      assert.same({true, true, "running"}, {coroutine.resume(co)})
+    end)
+
+    it("suspend the whole fiber while they wait", function()
+      local order = {}
+      local co = coroutine.create(function()
+        order[#order + 1] = "before"
+        rage.sleep(0.01)
+        order[#order + 1] = "after"
+      end)
+      local elapsed = timed(function() coroutine.resume(co) end)
+      order[#order + 1] = "resume returned"
+      assert.same({"before", "after", "resume returned"}, order)
+      assert.is_true(elapsed >= 0.009)
+    end)
+
+    it("work as generators through coroutine.wrap", function()
+      local gen = coroutine.wrap(function(n)
+        for i = 1, n do
+          rage.sleep(0)
+          coroutine.yield(i)
+        end
+      end)
+      local got = {gen(3), gen(), gen()}
+      assert.same({1, 2, 3}, got)
+    end)
+
+    it("nest, with waits at every level", function()
+      local outer = coroutine.wrap(function()
+        local inner = coroutine.wrap(function()
+          rage.sleep(0.001)
+          coroutine.yield("inner 1")
+          rage.sleep(0.001)
+          coroutine.yield("inner 2")
+        end)
+        coroutine.yield(inner())
+        rage.sleep(0)
+        coroutine.yield(inner())
+        coroutine.yield("outer")
+      end)
+      assert.same({"inner 1", "inner 2", "outer"}, {outer(), outer(), outer()})
+    end)
+
+    it("report an error raised after a wait through resume", function()
+      local co = coroutine.create(function()
+        rage.sleep(0)
+        error("inside")
+      end)
+      local ok, err = coroutine.resume(co)
+      assert.is_false(ok)
+      assert.matches("inside", err)
+    end)
+
+    it("propagate an error raised after a wait through wrap", function()
+      local f = coroutine.wrap(function()
+        rage.sleep(0)
+        rage.error("x.y", "from the coroutine")
+      end)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.is_true(errors.is(err, "x.y"))
+    end)
+
+    it("can be abandoned while suspended without harm", function()
+      local co = coroutine.create(function()
+        rage.sleep(0)
+        coroutine.yield(1)
+        error("never reached")
+      end)
+      assert.same({true, 1}, {coroutine.resume(co)})
+      co = nil   -- luacheck: ignore
+      collectgarbage()
+      rage.sleep(0)
+    end)
+  end)
+
+  describe("check", function()
+    it("passes results through", function()
+      assert.same({1, "a"}, {fiber.check(1, "a")})
+      assert.same({false}, {fiber.check(false)})
+    end)
+
+    it("raises the error a failed wait returned", function()
+      local ok, err = pcall(fiber.check, nil, "http.timeout", "no answer")
+      assert.is_false(ok)
+      assert.equal("http.timeout", err.kind)
+      assert.equal("no answer", err.message)
+    end)
+  end)
+
+  describe("cancellation", function()
+    local saved_error
+
+    before_each(function()
+      saved_error = require("rage.log").error
+      require("rage.log").error = function() end
+      controller.reset()
+    end)
+
+    after_each(function()
+      require("rage.log").error = saved_error
+      controller.reset()
+    end)
+
+    local function app()
+      local r = router.new()
+      r:draw(function(m)
+        m:get("/cancel", "work#cancel")
+        m:get("/fail", "work#fail")
+      end)
+      r:compile()
+      dispatcher.prepare(r, controller.registry)
+      return {router = r, handler = dispatcher.new({router = r})}
+    end
+
+    it("is not caught by rescue_from(\"lua\"), and no response is sent", function()
+      local rescued = {}
+      local Work = rage.controller("work")
+      Work:rescue_from("lua", function(self, err)
+        rescued[#rescued + 1] = err
+        self:render{plain = "rescued", status = 503}
+      end)
+      function Work:cancel()
+        rage.sleep(0)
+        fiber.check(nil, "cancelled", "the request was cancelled")
+      end
+      function Work:fail()
+        rage.sleep(0)
+        error("plain failure")
+      end
+
+      local a = app()
+      local res = t.request(a, "GET", "/cancel")
+      assert.is_nil(res.status)
+      assert.equal(0, #rescued)
+
+      res = t.request(a, "GET", "/fail")
+      assert.equal(503, res.status)
+      assert.equal(1, #rescued)
+    end)
+
+    it("unwinds through user pcall-free code to the dispatcher without logging", function()
+      local logged = {}
+      require("rage.log").error = function(...) logged[#logged + 1] = table.concat({...}) end
+      local Work = rage.controller("work")
+      function Work:cancel() rage.error("cancelled", "gone") end
+      function Work:fail() error("x") end
+      local res = t.request(app(), "GET", "/cancel")
+      assert.is_nil(res.status)
+      assert.equal(0, #logged)
+    end)
+  end)
+end)
