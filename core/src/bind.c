@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "runtime.h"
+#include "async.h"
 #include "timer.h"
 
 #define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -342,6 +343,10 @@ static int core_stop(lua_State *L) {
 
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
+    {"spawn", rage__async_lua_spawn},
+    {"waiter", rage__async_lua_waiter},
+    {"timeout", rage__async_lua_timeout},
+    {"locals", rage__async_lua_locals},
     {"set_handler", core_set_handler},
     {"configure_server", core_configure_server},
     {"log", core_log},
@@ -369,6 +374,7 @@ int rage__bind_open(lua_State *L) {
   lua_pushliteral(L, "rage.request");
   lua_setfield(L, -2, "__metatable");
   rt->box_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rage__async_open(L, rt);
 
   lua_newtable(L);
   lua_pushlightuserdata(L, rt);

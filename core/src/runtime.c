@@ -364,8 +364,25 @@ int rage_runtime_run(rage_runtime_t *rt) {
   return 0;
 }
 
+static void on_fibers_overdue(uv_timer_t *t) {
+  rage_runtime_t *rt = t->data;
+  rage__log(RAGE_LOG_WARN, "shutdown: cancelling %u fiber(s) still running",
+            rage__sched_active(rt->sched));
+  rage__sched_cancel_all(rt->sched);
+}
+
+/* Connections are closed; fibers that outlive their requests (detached work) get what is left
+ * of the drain time, then are cancelled. The timer does not keep the loop alive by itself. */
 static void on_drained(rage__server_t *s) {
+  rage_runtime_t *rt = s->data;
   rage__log(RAGE_LOG_INFO, "all connections closed");
+  if (rage__sched_active(rt->sched) == 0 || rt->fiber_timer_on) return;
+  uint64_t now = uv_now(rt->loop);
+  uv_timer_init(rt->loop, &rt->fiber_timer);
+  rt->fiber_timer.data = rt;
+  rt->fiber_timer_on = 1;
+  uv_timer_start(&rt->fiber_timer, on_fibers_overdue, rt->stop_deadline > now ? rt->stop_deadline - now : 0, 0);
+  uv_unref((uv_handle_t *)&rt->fiber_timer);
 }
 
 void rage_runtime_stop(rage_runtime_t *rt) {
@@ -373,6 +390,7 @@ void rage_runtime_stop(rage_runtime_t *rt) {
   if (rt->stops == 1) {
     rage__log(RAGE_LOG_INFO, "shutting down: finishing in-flight requests (at most %llu ms)",
               (unsigned long long)rt->cfg.drain_timeout);
+    rt->stop_deadline = uv_now(rt->loop) + rt->cfg.drain_timeout;
     if (rt->server_started) rage__server_drain(&rt->server, on_drained);
   } else {
     rage__log(RAGE_LOG_WARN, "shutting down now");
@@ -414,6 +432,7 @@ void rage_runtime_free(rage_runtime_t *rt) {
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
   }
+  if (rt->fiber_timer_on) uv_close((uv_handle_t *)&rt->fiber_timer, NULL);
   if (rt->sched) rage__sched_free(rt->sched);
   /* Close callbacks free connections (returning their buffers to the pools) and timers. */
   uv_run(rt->loop, UV_RUN_NOWAIT);

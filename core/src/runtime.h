@@ -26,6 +26,9 @@ struct rage_runtime_s {
   uv_signal_t sigterm, sigint;
   int signals;
   int stops;                /* rage_runtime_stop() calls so far */
+  uint64_t stop_deadline;   /* loop time by which a graceful stop must be over */
+  uv_timer_t fiber_timer;   /* bounds the wait for fibers still running after the drain */
+  int fiber_timer_on;
   char env[16];
 };
 

@@ -42,6 +42,7 @@ struct rage__sched_s {
   uv_idle_t idle;
   int idle_active;
   int draining;
+  unsigned next_gen;   /* wait generations are unique across fibers, not just per fiber */
 };
 
 static char idle_marker;    /* yielded by a fiber whose job has finished */
@@ -145,6 +146,7 @@ rage__fiber_t *rage__fiber_acquire(rage__sched_t *s) {
     lua_rawgeti(f->L, LUA_REGISTRYINDEX, s->loop_ref);
   }
   f->next = NULL;
+  f->locals_ref = LUA_NOREF;
   f->state = RAGE_FIBER_IDLE;
   f->cancelled = 0;
   f->cancel = NULL;
@@ -176,6 +178,10 @@ static void release(rage__fiber_t *f, int reusable) {
 }
 
 static void finish(rage__fiber_t *f, int failed) {
+  if (f->locals_ref != LUA_NOREF) {
+    luaL_unref(f->sched->L, LUA_REGISTRYINDEX, f->locals_ref);
+    f->locals_ref = LUA_NOREF;
+  }
   rage__fiber_done_cb done = f->done;
   void *data = f->done_data;
   f->done = NULL;
@@ -227,7 +233,7 @@ void rage__fiber_start(rage__fiber_t *f, int nargs, rage__fiber_done_cb done, vo
 
 int rage__fiber_suspend(lua_State *L, rage__fiber_t *f, rage__fiber_cancel_cb cancel, void *op) {
   f->state = RAGE_FIBER_SUSPENDED;
-  f->gen++;
+  f->gen = ++f->sched->next_gen;
   f->cancel = cancel;
   f->op = op;
   lua_pushlightuserdata(L, &suspend_marker);

@@ -39,7 +39,8 @@ struct rage__fiber_s {
   int ref;          /* registry reference anchoring the coroutine */
   int state;
   int cancelled;
-  unsigned gen;     /* bumped on every suspension; completions carry the value they saw */
+  unsigned gen;     /* a new value on every suspension; completions carry the one they saw */
+  int locals_ref;   /* registry reference to the job's fiber-local table, or LUA_NOREF */
   rage__fiber_cancel_cb cancel;
   void *op;
   rage__fiber_done_cb done;

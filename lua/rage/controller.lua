@@ -12,9 +12,9 @@
 local json = require("rage.json")
 local errors = require("rage.errors")
 
-local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, pcall, xpcall =
-  setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, pcall, xpcall
-local lower, concat = string.lower, table.concat
+local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall =
+  setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall
+local lower, concat, traceback = string.lower, table.concat, debug.traceback
 local json_encode = json.encode
 
 local _M = {}
@@ -132,6 +132,7 @@ function Base:is_rendered()
 end
 
 function Base:set_header(name, value)
+  if type(value) == "number" then value = tostring(value) end
   self.headers[lower(name)] = value
 end
 
@@ -139,12 +140,17 @@ end
 function Base:redirect_to(url, opts)
   if type(url) ~= "string" then error("redirect_to expects a URL string", 2) end
   opts = opts or {}
-  if url:find("[%z\r\n]") then error("redirect_to: the URL contains CR, LF or NUL", 2) end
-  -- Only paths on this host unless the caller asks for another host explicitly.
-  local other = url:find("^%a[%w+.-]*:") or url:sub(1, 2) == "//" or url:sub(1, 2) == "/\\"
+  -- Browsers drop tabs inside URLs, so "/\t/evil.example" would reach another host.
+  if url:find("[%z\1-\31\127]") then
+    error("redirect_to: the URL contains CR, LF, NUL or another control character", 2)
+  end
+  -- Only paths on this host unless the caller asks for another host explicitly. The check
+  -- reads the URL as a browser does: leading spaces dropped and '\' taken as '/'.
+  local probe = url:gsub("^ +", ""):gsub("\\", "/")
+  local other = probe:find("^%a[%w+.-]*:") or probe:sub(1, 2) == "//"
   if other and not opts.allow_other_host then
     local host = self.request:host()
-    local target = url:match("^%a[%w+.-]*://([^/?#]+)") or url:match("^//([^/?#]+)")
+    local target = probe:match("^%a[%w+.-]*://([^/?#]+)") or probe:match("^//([^/?#]+)")
     if not (host and target and lower(target) == lower(host)) then
       errors.raise("controller.unsafe_redirect",
         "redirect_to refused a redirect to another host (pass allow_other_host = true): " .. url, nil, 2)
@@ -206,6 +212,12 @@ end
 
 local CALLBACK_OPTS = {only = true, except = true, ["if"] = true, unless = true}
 
+local function check_condition(v, name, kind, level)
+  if v ~= nil and type(v) ~= "string" and type(v) ~= "function" then
+    error(kind .. "_action: '" .. name .. "' must be a method name or a function", level + 1)
+  end
+end
+
 local function add_callback(class, kind, fn, opts, level)
   if type(fn) ~= "string" and type(fn) ~= "function" then
     error(kind .. "_action expects a method name or a function", level + 1)
@@ -214,6 +226,8 @@ local function add_callback(class, kind, fn, opts, level)
   for k in pairs(opts) do
     if not CALLBACK_OPTS[k] then error(kind .. "_action: unknown option '" .. tostring(k) .. "'", level + 1) end
   end
+  check_condition(opts["if"], "if", kind, level + 1)
+  check_condition(opts.unless, "unless", kind, level + 1)
   class.__callbacks[#class.__callbacks + 1] = {
     kind = kind, fn = fn, only = as_set(opts.only, "only", level + 1),
     except = as_set(opts.except, "except", level + 1), cond = opts["if"], unless = opts.unless,
@@ -306,19 +320,26 @@ local function compile_action(class, action)
     end
     return true
   end
-  -- The action wrapped by around callbacks, innermost last.
+  -- The action wrapped by around callbacks, innermost last. Each level returns whether the
+  -- action ran: an around callback that does not call it halts the chain, after callbacks too.
   local core = act
+  if #arounds > 0 then
+    core = function(self)
+      act(self)
+      return true
+    end
+  end
   for i = #arounds, 1, -1 do
     local e, inner = arounds[i], core
     core = function(self)
       if not allowed(self, e) then return inner(self) end
       local ran = false
-      e.fn(self, function() ran = true; return inner(self) end)
+      e.fn(self, function() ran = inner(self) end)
       return ran
     end
   end
-  local nb, na = #befores, #afters
-  if nb == 0 and na == 0 and #arounds == 0 then return act end
+  local nb, na, nr = #befores, #afters, #arounds
+  if nb == 0 and na == 0 and nr == 0 then return act end
   return function(self)
     for i = 1, nb do
       local e = befores[i]
@@ -327,7 +348,7 @@ local function compile_action(class, action)
         if self.__rendered then return end  -- rendering in a before callback halts the chain
       end
     end
-    core(self)
+    if not core(self) and nr > 0 then return end
     for i = 1, na do
       local e = afters[i]
       if allowed(self, e) then e.fn(self) end
@@ -357,9 +378,19 @@ function _M.compile(class, action)
   local chain = compile_action(class, action)
   local has_rescue = #class.__rescuers > 0
   if has_rescue then
+    -- An error no handler takes is raised again below, far from where it happened: keep the
+    -- stack where it was raised for the dispatcher's log.
+    local function keep_stack(err)
+      if rescuer(class, err) then return err end
+      if type(err) == "table" then
+        if err.kind ~= "cancelled" then err.traceback = traceback(tostring(err), 2) end
+        return err
+      end
+      return traceback(tostring(err), 2)
+    end
     run = function(req, params)
       local self = setmetatable({request = req, params = params, headers = {}}, class)
-      local ok, err = pcall(chain, self)
+      local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
         if not h then error(err, 0) end

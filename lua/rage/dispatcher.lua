@@ -7,26 +7,47 @@
 -- rage.test's in-process requests, so all three exercise one path.
 
 local request = require("rage.request")
+local params_mod = require("rage.params")
 local controller = require("rage.controller")
 local errors = require("rage.errors")
 local log = require("rage.log")
 local core = require("rage.core")
+local async = require("rage.async")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
+local pairs, find = pairs, string.find
 local new_request = request.new
+local parse_params = params_mod.parse
 local clock = core.clock
 
 local _M = {}
 
 local PLAIN = {["content-type"] = "text/plain; charset=utf-8"}
 
+-- Errors that a controller with rescue_from handlers raised again already carry the stack
+-- where they happened (see controller.compile); others get it here.
 local function on_error(err)
   if type(err) == "table" then
     if err.kind == "cancelled" then return err end
-    err.traceback = traceback(tostring(err), 2)
+    err.traceback = err.traceback or traceback(tostring(err), 2)
     return err
   end
-  return traceback(tostring(err), 2)
+  err = tostring(err)
+  if find(err, "\nstack traceback:\n", 1, true) then return err end
+  return traceback(err, 2)
+end
+
+-- self.params: the query string, then a form body over it, then the path parameters over
+-- both (as Rails: a query cannot replace the :id the route matched).
+local function merge_params(req, path_params)
+  local qs = req.query_string
+  local form = req.method ~= "GET" and req.method ~= "HEAD"
+    and req:content_type() == "application/x-www-form-urlencoded"
+  if not qs and not form then return path_params end
+  local merged = parse_params(qs)
+  if form then parse_params(req:body(), merged) end
+  for k, v in pairs(path_params) do merged[k] = v end
+  return merged
 end
 
 local function fail(box, status, message, headers)
@@ -77,9 +98,7 @@ function _M.new(app)
     req.route = route
     local run = route.run
     if run then
-      local qs = req.query_string
-      if qs then params = require("rage.params").parse(qs, params) end
-      local c = run(req, params)
+      local c = run(req, merge_params(req, params))
       req.status = c.status
       if box:responded() then return end
       if c.__rendered then
@@ -110,6 +129,7 @@ function _M.new(app)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
     local ok, err = xpcall(serve, on_error, req, box)
+    async.end_scope()
     if not ok then
       if errors.is(err, "cancelled") then return end
       local status = type(err) == "table" and type(err.status) == "number" and err.status or 500

@@ -8,6 +8,7 @@ local fiber = require("rage.fiber")
 local errors = require("rage.errors")
 local json = require("rage.json")
 local log = require("rage.log")
+local async = require("rage.async")
 
 fiber.install()
 
@@ -15,6 +16,13 @@ local rage = {
   VERSION = core.version,
   env = core.env,
   sleep = fiber.sleep,
+  spawn = async.spawn,
+  await = async.await,
+  await_any = async.await_any,
+  timeout = async.timeout,
+  semaphore = async.semaphore,
+  channel = async.channel,
+  fiber_local = async.fiber_local,
   log = log,
   json = json,
   null = json.null,

@@ -11,8 +11,10 @@
 
 local json = require("rage.json")
 local params = require("rage.params")
+local log = require("rage.log")
 
-local setmetatable, type, pairs, lower, error = setmetatable, type, pairs, string.lower, error
+local setmetatable, type, pairs, ipairs, lower, error, tostring = setmetatable, type, pairs, ipairs, string.lower, error, tostring
+local sort, concat = table.sort, table.concat
 
 local _M = {}
 
@@ -71,7 +73,7 @@ function Box:write(data)
 end
 
 function Box:finish()
-  self.res.body = table.concat(self._chunks)
+  self.res.body = self._head_only and "" or table.concat(self._chunks)
 end
 
 local Response = {}
@@ -92,7 +94,27 @@ function _M.load(dir)
   return require("rage.app").load(dir)
 end
 
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- Form-encodes `v` under `key` into `out` as Rails' to_query does: a[]=1 for lists, a[b]=1 for
+-- tables, in sorted key order.
+local function to_query(out, key, v)
+  if type(v) ~= "table" then
+    out[#out + 1] = params.escape(key) .. "=" .. params.escape(tostring(v))
+  elseif #v > 0 then
+    for _, x in ipairs(v) do to_query(out, key .. "[]", x) end
+  else
+    for _, k in ipairs(sorted_keys(v)) do to_query(out, key .. "[" .. tostring(k) .. "]", v[k]) end
+  end
+end
+
 -- request(app, method, target, {headers =, body =, json =, params =}) -> response
+-- `params` go into the query string for GET and HEAD, into a form body otherwise.
 function _M.request(app, method, target, opts)
   opts = opts or {}
   local headers = {}
@@ -103,17 +125,26 @@ function _M.request(app, method, target, opts)
     body = json.encode(opts.json)
     headers["content-type"] = headers["content-type"] or "application/json"
   elseif opts.params then
-    body = ""
     local parts = {}
-    for k, v in pairs(opts.params) do parts[#parts + 1] = params.escape(k) .. "=" .. params.escape(tostring(v)) end
-    body = table.concat(parts, "&")
-    headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded"
+    for _, k in ipairs(sorted_keys(opts.params)) do to_query(parts, tostring(k), opts.params[k]) end
+    local encoded = concat(parts, "&")
+    if method == "GET" or method == "HEAD" then
+      if encoded ~= "" then target = target .. (target:find("?", 1, true) and "&" or "?") .. encoded end
+    else
+      body = encoded
+      headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded"
+    end
   end
   if body ~= "" then headers["content-length"] = tostring(#body) end
   local path, query = target:match("^([^?]*)%??(.*)$")
   local res = setmetatable({headers = {}}, Response)
   local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD"}, Box)
   app.handler(box, method, path, query ~= "" and query or nil)
+  if res.status == nil then
+    -- What the core answers for a request whose handler sent nothing.
+    log.error(method, " ", target, " finished without a response")
+    box:respond(500, {["content-type"] = "text/plain; charset=utf-8"}, "Internal Server Error\n")
+  end
   return res
 end
 

@@ -323,6 +323,46 @@ describe("max_connections", function()
   end)
 end)
 
+describe("a client that stops reading", function()
+  it("makes the server stop producing output, and is dropped after send_timeout", function()
+    local srv = assert(server.start{app = "spec/fixtures/e2e_app", env = {
+      E2E_SERVER = "send_timeout=1,output_high_water=65536,keepalive_timeout=10,max_requests=5000"}})
+    local c
+    finally(function()
+      if c then c:close() end
+      srv:stop()
+    end)
+    local N = 1000
+    c = assert(client.connect(srv.port))
+    -- 1000 pipelined requests for 64 KiB each (64 MB of answers), and no reading at all
+    assert(c:send(build("GET", "/big?kb=64"):rep(N)))
+    -- meanwhile other clients are served promptly
+    local t0 = server.now()
+    local res = assert(client.request(srv.port, "GET", "/count"))
+    assert.equal(200, res.status)
+    assert.is_true(server.now() - t0 < 1)
+    -- the output stalls: the server stops answering (and reading) the pipelined requests
+    local stats
+    local served = -1
+    assert.is_truthy(server.wait_for(function()
+      stats = client.json(assert(client.request(srv.port, "GET", "/stats")).body)
+      local stalled = stats.big == served
+      served = stats.big
+      return stalled
+    end, 5, 0.3), "the server kept producing output for a client that does not read")
+    assert.is_true(stats.big < N / 2, stats.big .. " of " .. N .. " answers produced")
+    -- after send_timeout without progress, the connection is closed
+    server.sleep(1.5)
+    local data, why = c:read_all(5)
+    assert.equal("closed", why)
+    local _, complete = data:gsub("HTTP/1%.1 200 OK\r\n", "")
+    assert.is_true(complete <= stats.big and complete < N,
+      complete .. " responses received, " .. stats.big .. " produced")
+    -- and nothing was produced after the stall
+    assert.equal(stats.big, client.json(assert(client.request(srv.port, "GET", "/stats")).body).big)
+  end)
+end)
+
 describe("default limits (no server settings)", function()
   local srv
   local h = helpers(function() return srv end)

@@ -114,7 +114,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   c->len += (size_t)nread;
   int r = check_response(c);
   if (r == 0 && errors_shown++ < 5) {
-    fprintf(stderr, "rage-flood: unexpected response: %.*s\n", (int)(c->len < 200 ? c->len : 200), c->buf);
+    size_t n = 0;
+    while (n < c->len && n < 200 && c->buf[n] != '\r' && c->buf[n] != '\n') n++;
+    fprintf(stderr, "rage-flood: unexpected response: %.*s\n", (int)n, c->buf);
   }
   if (r >= 0) finish(c, r == 1);
 }

@@ -110,6 +110,11 @@ describe("rage.params", function()
           params.parse("items[][tag][id]=1&items[][tag][id]=2"))
       end)
 
+      it("fills a list inside an item instead of starting a new item", function()
+        assert.same({items = {{name = "pen", tags = {"red", "cheap"}}}},
+          params.parse("items[][name]=pen&items[][tags][]=red&items[][tags][]=cheap"))
+      end)
+
       it("uses numbers for numeric indexes", function()
         local t = params.parse("pos[0]=a&pos[1]=b")
         assert.equal("a", t.pos[0])
