@@ -220,6 +220,28 @@ static int req_finish(lua_State *L) {
   return 0;
 }
 
+/* box:send_file(status, headers, path, offset, length) */
+static int req_send_file(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  int status = luaL_checkint(L, 2);
+  const char *path = luaL_checkstring(L, 4);
+  lua_Number off = luaL_checknumber(L, 5), len = luaL_checknumber(L, 6);
+  if (off < 0 || len < 0) return luaL_error(L, "send_file: offset and length must not be negative");
+  rage_header_t stack[MAX_STACK_HEADERS], *hs;
+  size_t n = collect_headers(L, 3, &hs, stack);
+  const char *err = NULL;
+  int r = rage__req_send_file(req, status, hs, n, path, (uint64_t)off, (uint64_t)len, &err);
+  if (r == RAGE_EINVAL || r == RAGE_ESTATE) return luaL_error(L, "%s", err);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "fs.error");
+    lua_pushfstring(L, "%s: %s (%s)", path, err, rage_strerror(r));
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int req_tostring(lua_State *L) {
   void **box = luaL_checkudata(L, 1, "rage.request");
   if (*box == NULL) {
@@ -243,6 +265,7 @@ static const luaL_Reg req_methods[] = {
     {"stream_start", req_stream_start},
     {"write", req_write},
     {"finish", req_finish},
+    {"send_file", req_send_file},
     {NULL, NULL},
 };
 
@@ -311,13 +334,27 @@ static int core_scandir(lua_State *L) {
 }
 
 static int core_stat(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
   struct stat st;
+  if (strlen(path) != len) return 0; /* an embedded NUL names no file */
   if (stat(path, &st) != 0) return 0;
   lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
   lua_pushnumber(L, (lua_Number)st.st_mtime);
   lua_pushnumber(L, (lua_Number)st.st_size);
   return 3;
+}
+
+/* core.realpath(path): the canonical absolute path (symlinks resolved), or nil. */
+static int core_realpath(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  if (strlen(path) != len) return 0; /* an embedded NUL names no file */
+  char *real = realpath(path, NULL);
+  if (real == NULL) return 0;
+  lua_pushstring(L, real);
+  free(real);
+  return 1;
 }
 
 static int core_fiber(lua_State *L) {
@@ -355,6 +392,7 @@ static const luaL_Reg core_funcs[] = {
     {"clock", core_clock},
     {"scandir", core_scandir},
     {"stat", core_stat},
+    {"realpath", core_realpath},
     {"fiber", core_fiber},
     {"active_fibers", core_active_fibers},
     {"stop", core_stop},

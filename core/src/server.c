@@ -17,9 +17,12 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -49,6 +52,7 @@ static void wake_writer(rage__conn_t *c) {
 }
 
 static void conn_continue(void *data);
+static void file_pump(rage__conn_t *c);
 
 static void on_write(uv_write_t *wr, int status) {
   write_t *w = (write_t *)wr;
@@ -59,6 +63,10 @@ static void on_write(uv_write_t *wr, int status) {
   if (c->closing) return;
   if (status < 0) {
     conn_close(c);
+    return;
+  }
+  if (c->file_fd >= 0) {
+    if (c->queued == 0) file_pump(c);
     return;
   }
   if (c->queued == 0 && c->close_after_write) {
@@ -294,7 +302,7 @@ static void conn_continue(void *data) {
     free(c);
     return;
   }
-  if (c->closing || c->active) return;
+  if (c->closing || c->active || c->file_fd >= 0) return;
   if (c->queued >= c->server->cfg->output_high_water) {
     c->wait_drain = 1;
     return;
@@ -318,6 +326,146 @@ static void response_complete(rage__req_t *req) {
   }
   c->refs++;
   rage__sched_defer(c->server->sched, conn_continue, c);
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+#define FILE_CHUNK (64 * 1024)
+#define SENDFILE_MAX (1024 * 1024)
+
+static void file_done(rage__conn_t *c) {
+  close(c->file_fd);
+  c->file_fd = -1;
+  if (!c->file_keep_alive || c->server->draining) {
+    c->close_after_write = 1;
+    if (c->queued == 0) conn_close(c);
+    return;
+  }
+  c->refs++;
+  rage__sched_defer(c->server->sched, conn_continue, c);
+}
+
+/*
+ * Sends the rest of the file: sendfile(2) straight from the page cache while the socket takes
+ * it (as nginx does), and when the socket is full, one chunk through uv_write, whose completion
+ * waits for the socket to drain and calls this again.
+ */
+static void file_pump(rage__conn_t *c) {
+  uv_os_fd_t sock;
+  uv_fileno((uv_handle_t *)&c->tcp, &sock);
+  while (c->file_left > 0 && !c->closing) {
+    if (c->queued == 0) {
+      size_t want = c->file_left > SENDFILE_MAX ? SENDFILE_MAX : (size_t)c->file_left;
+      off_t off = (off_t)c->file_off;
+      ssize_t n = sendfile(sock, c->file_fd, &off, want);
+      if (n > 0) {
+        c->file_off = off;
+        c->file_left -= (uint64_t)n;
+        c->last_progress = uv_now(c->server->loop);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || errno != EAGAIN) {
+        /* The file shrank under us, or the socket failed: the body cannot be completed. */
+        conn_close(c);
+        return;
+      }
+    }
+    size_t want = c->file_left > FILE_CHUNK ? FILE_CHUNK : (size_t)c->file_left;
+    write_t *w = rage__malloc(sizeof(*w) + want);
+    ssize_t r = pread(c->file_fd, w->data, want, (off_t)c->file_off);
+    if (r <= 0) {
+      free(w);
+      conn_close(c);
+      return;
+    }
+    c->file_off += r;
+    c->file_left -= (uint64_t)r;
+    w->conn = c;
+    w->len = (size_t)r;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)r);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+      free(w);
+      conn_close(c);
+      return;
+    }
+    if (c->queued == 0) c->last_progress = uv_now(c->server->loop);
+    c->queued += (size_t)r;
+    conn_arm(c);
+    return;
+  }
+  if (!c->closing && c->file_fd >= 0 && c->file_left == 0) file_done(c);
+}
+
+int rage__req_send_file(rage__req_t *req, int status, const rage_header_t *headers,
+                        size_t nheaders, const char *path, uint64_t offset, uint64_t length,
+                        const char **err) {
+  if (req->responded) {
+    *err = "the response was already sent";
+    return RAGE_ESTATE;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = "cannot open the file";
+    return uv_translate_sys_error(errno);
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    *err = "not a regular file";
+    return UV_EISDIR;
+  }
+  if (offset > (uint64_t)st.st_size || length > (uint64_t)st.st_size - offset) {
+    close(fd);
+    *err = "the range lies outside the file";
+    return RAGE_EINVAL;
+  }
+  if (req->cb || req->conn == NULL) {
+    /* Handed-in requests (and gone clients) get the bytes through the ordinary path. */
+    char *data = rage__malloc(length ? length : 1);
+    ssize_t r = length ? pread(fd, data, length, (off_t)offset) : 0;
+    close(fd);
+    if (r < 0 || (uint64_t)r != length) {
+      free(data);
+      *err = "cannot read the file";
+      return UV_EIO;
+    }
+    int rc = rage__req_respond(req, status, headers, nheaders, data, length, err);
+    free(data);
+    return rc;
+  }
+  rage__conn_t *c = req->conn;
+  rage__response_t res = {status, headers, nheaders, 0, (size_t)length, req->keep_alive, req->http_minor};
+  if (c->server->draining || rage__response_wants_close(&res)) {
+    req->keep_alive = 0;
+    res.keep_alive = 0;
+  }
+  rage__buf_t head = {0};
+  int r = rage__response_head(&head, &res, err);
+  if (r) {
+    rage__buf_free(&head);
+    close(fd);
+    return r;
+  }
+  req->responded = 1;
+  uv_buf_t b = uv_buf_init(head.data, (unsigned)head.len);
+  conn_write(c, &b, 1);
+  rage__buf_free(&head);
+  if (req->head_only || rage__response_bodyless(status) || length == 0 || c->closing) {
+    close(fd);
+    response_complete(req);
+    return 0;
+  }
+  /* The connection owns the transfer from here; the request is answered. */
+  c->file_fd = fd;
+  c->file_off = (int64_t)offset;
+  c->file_left = length;
+  c->file_keep_alive = req->keep_alive;
+  c->active = NULL;
+  req->finished = 1;
+  req->conn = NULL;
+  if (c->queued == 0) file_pump(c);
+  return 0;
 }
 
 /* ---- connections ------------------------------------------------------------------------ */
@@ -350,6 +498,10 @@ static void conn_close(rage__conn_t *c) {
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
   rage__http1_free(&c->http);
+  if (c->file_fd >= 0) {
+    close(c->file_fd);
+    c->file_fd = -1;
+  }
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -382,6 +534,7 @@ static void accept_one(rage__server_t *s) {
   s->accept_paused = 0;
   rage__conn_t *c = rage__calloc(1, sizeof(*c));
   c->server = s;
+  c->file_fd = -1;
   uv_tcp_init(s->loop, &c->tcp);
   uv_timer_init(s->loop, &c->timer);
   c->tcp.data = c;

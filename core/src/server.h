@@ -38,6 +38,10 @@ struct rage__conn_s {
   uint8_t closing;
   uint8_t close_after_write;
   uint8_t wait_drain;         /* continue with pipelined input once output drains */
+  int file_fd;                /* a file being sent as the response body, or -1 */
+  int64_t file_off;
+  uint64_t file_left;
+  uint8_t file_keep_alive;
   rage__fiber_t *writer;      /* a streaming writer waiting for output to drain */
   unsigned writer_gen;
   rage__conn_t *prev, *next;
@@ -91,6 +95,16 @@ int rage__req_stream_write(rage__req_t *req, const char *data, size_t len);
 /* Suspends the fiber until output drains below the mark (a lua_CFunction tail call). */
 int rage__req_stream_wait(lua_State *L, rage__req_t *req, rage__fiber_t *f);
 int rage__req_stream_end(rage__req_t *req);
+/*
+ * Answers `req` with `length` bytes of the file at `path` from `offset` as the body, sent with
+ * sendfile(2) while the socket takes it and through the write queue when it is full. The caller
+ * has already chosen the status and headers (ETag, ranges: lua/rage/static.lua). Returns 0, a
+ * negative errno-style code when the file cannot be opened or is not a regular file, RAGE_EINVAL
+ * when the range lies outside the file, or the errors of rage__req_respond().
+ */
+int rage__req_send_file(rage__req_t *req, int status, const rage_header_t *headers,
+                        size_t nheaders, const char *path, uint64_t offset, uint64_t length,
+                        const char **err);
 /* The fiber handling `req` has finished; frees the request once its response is complete.
  * A request that was never answered gets a 500. */
 void rage__req_job_done(rage__req_t *req, int failed);

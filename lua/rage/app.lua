@@ -132,10 +132,15 @@ function _M.load(dir)
   if type(draw) ~= "function" then fail(routes_path .. " must return function(r) ... end") end
   local router = router_mod.new()
   local ok, err = pcall(router.draw, router, draw)
-  if not ok then fail(routes_path .. ": " .. tostring(type(err) == "table" and err.message or err)) end
+  if not ok then
+    local msg = tostring(type(err) == "table" and err.message or err)
+    -- The router names the line of routes.lua itself when it can.
+    if msg:sub(1, #routes_path) ~= routes_path then msg = routes_path .. ": " .. msg end
+    fail(msg)
+  end
   router:compile()
   ok, err = pcall(dispatcher.prepare, router, controllers)
-  if not ok then fail(tostring(err)) end
+  if not ok then fail(routes_path .. ": " .. tostring(err)) end
   local app = {dir = dir, env = env, config = config, router = router, controllers = controllers}
   app.handler = dispatcher.new(app)
   return app

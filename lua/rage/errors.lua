@@ -15,7 +15,15 @@ Error.__tostring = function(e)
   return e.kind .. ": " .. tostring(e.message)
 end
 
+local function check_kind(kind, level)
+  if type(kind) ~= "string" or kind == "" then
+    error("rage.error: the kind must be a non-empty string such as \"db.timeout\", not " .. tostring(kind),
+      level + 1)
+  end
+end
+
 function _M.new(kind, message, fields)
+  check_kind(kind, 2)
   local e = fields or {}
   e.kind = kind
   e.message = message or kind
@@ -24,6 +32,7 @@ end
 
 -- Raises a new error object. `level` works as for error(): 1 is the caller of raise.
 function _M.raise(kind, message, fields, level)
+  check_kind(kind, 2)
   error(_M.new(kind, message, fields), (level or 1) + 1)
 end
 

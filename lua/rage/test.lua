@@ -140,6 +140,10 @@ function _M.request(app, method, target, opts)
   local res = setmetatable({headers = {}}, Response)
   local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD"}, Box)
   app.handler(box, method, path, query ~= "" and query or nil)
+  if res.body == nil and box._chunks then
+    -- A stream that failed before finishing: what the client had received.
+    res.body = box._head_only and "" or concat(box._chunks)
+  end
   if res.status == nil then
     -- What the core answers for a request whose handler sent nothing.
     log.error(method, " ", target, " finished without a response")

@@ -146,6 +146,14 @@ describe("limits at the boundary (small limits)", function()
     h.refused(build("POST", "/touch", te) .. chunk_with_ext(65), 413)
   end)
 
+  it("trailer fields count against the header limits", function()
+    local te = {{"Transfer-Encoding", "chunked"}}
+    local trailers = {}
+    for i = 1, 20 do trailers[#trailers + 1] = "X-T" .. i .. ": v\r\n" end
+    h.refused(build("POST", "/touch", te) .. "3\r\nabc\r\n0\r\n" .. table.concat(trailers) .. "\r\n", 431)
+    h.refused(build("POST", "/touch", te) .. "3\r\nabc\r\n0\r\nX-Big: " .. ("b"):rep(2000) .. "\r\n\r\n", 431)
+  end)
+
   it("a head that does not complete within header_timeout gets 408 and a close", function()
     local before = h.count()
     local c = assert(client.connect(srv.port))
@@ -363,6 +371,38 @@ describe("a client that stops reading", function()
   end)
 end)
 
+describe("a slow reader that keeps reading", function()
+  it("receives a large response in full, even past keepalive_timeout and send_timeout", function()
+    local srv = assert(server.start{app = "spec/fixtures/e2e_app", env = {E2E_SERVER = "send_timeout=1"}})
+    local c
+    finally(function()
+      if c then c:close() end
+      srv:stop()
+    end)
+    c = assert(client.connect(srv.port))
+    local kb = 32 * 1024 -- 32 MiB: far more than the socket buffers hold
+    assert(c:send(build("GET", "/big?kb=" .. kb)))
+    local head = assert(c:read_until("\r\n\r\n", 3))
+    assert.matches("^HTTP/1%.1 200", head)
+    local want = kb * 1024
+    local got = #c:take()
+    local t0 = server.now()
+    -- about 1 MiB every 100 ms: over 3 s in all, six keep-alive timeouts and three send
+    -- timeouts, but the transfer never stalls
+    while got < want do
+      local piece, err = c:read_bytes(math.min(1024 * 1024, want - got), 2)
+      assert(piece, ("stopped after %d of %d bytes: %s"):format(got, want, tostring(err)))
+      got = got + #piece
+      server.sleep(0.1)
+    end
+    assert.equal(want, got)
+    assert.is_true(server.now() - t0 > 2)
+    -- and the connection is still usable
+    assert(c:send(build("GET", "/count")))
+    assert.equal(200, assert(c:read_response()).status)
+  end)
+end)
+
 describe("default limits (no server settings)", function()
   local srv
   local h = helpers(function() return srv end)
@@ -406,6 +446,24 @@ describe("default limits (no server settings)", function()
     assert.equal(mib, client.json(res.body).length)
     h.refused(build("POST", "/touch", te) .. client.chunked(("c"):rep(mib + 1), 65536), 413,
       {may_fail_send = true})
+  end)
+
+  it("requests per connection: 1000 answered from a pipelined flood, the last with Connection: close", function()
+    local before = h.count()
+    local c = assert(client.connect(srv.port))
+    finally(function() c:close() end)
+    -- 1200 requests in one write: far more than the server buffers while it works
+    assert(c:send(build("GET", "/touch"):rep(1200)))
+    local list, err = c:read_responses(1000, {timeout = 10})
+    assert.equal(1000, #list, tostring(err))
+    for i = 1, 999 do
+      assert.is_false(list[i].close, "response " .. i .. " closes")
+    end
+    assert.is_true(list[1000].close)
+    assert.equal(before + 1000, client.json(list[1000].body).count)
+    assert.is_true(c:wait_closed(2))
+    assert.equal("", c.buf)
+    assert.equal(before + 1000, h.count())
   end)
 
   it("chunk extensions: 16 KiB pass, one byte more gets 413", function()

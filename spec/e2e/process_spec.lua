@@ -153,6 +153,17 @@ describe("a client that goes away", function()
     assert.equal(before.failed, after.failed)
   end)
 
+  it("stops a streamed response", function()
+    local before = get_json(srv.port, "/stats")
+    local c = assert(client.connect(srv.port))
+    -- 1000 chunks, 10 ms apart: 10 s if nobody stopped it
+    assert(c:send(build("GET", "/stream?n=1000")))
+    assert(c:read_until("part 3\n", 2))
+    c:close()
+    local after = wait_stats(srv.port, "streams_aborted", before.streams_aborted + 1, 1)
+    assert.equal(before.streams_finished, after.streams_finished)
+  end)
+
   it("does not disturb other requests", function()
     local before = get_json(srv.port, "/stats")
     local gone = assert(client.connect(srv.port))

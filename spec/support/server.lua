@@ -235,17 +235,6 @@ function Server:log_text()
   return self.final_log or self:log()
 end
 
--- Runs fn() for a behaviour the server is known to get wrong. If fn fails, the test is marked
--- pending with the bug's description and the failure (so the run stays readable while the fix is
--- on its way); once the server is fixed, the test simply passes. E2E_STRICT=1 turns the
--- failures back into failures. `pending` is busted's pending function of the calling test.
-function _M.known_bug(pending, description, fn)
-  local ok, err = pcall(fn)
-  if ok then return end
-  if os.getenv("E2E_STRICT") == "1" then error(err, 0) end
-  pending("known server bug: " .. description .. " -- " .. tostring(err):gsub("\n.*", ""))
-end
-
 -- Runs fn(srv) with a fresh server and always stops it, even when fn fails.
 function _M.with(opts, fn)
   local srv = assert(_M.start(opts))

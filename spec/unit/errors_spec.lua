@@ -36,6 +36,20 @@ describe("rage.errors", function()
       assert.is_true(errors.is(e))
     end)
 
+    it("rejects a kind that is not a string at the caller's line", function()
+      for _, bad in ipairs({404, "", false}) do
+        local line
+        local ok, err = pcall(function()
+          line = debug.getinfo(1, "l").currentline + 1
+          rage.error(bad, "not found")
+        end)
+        assert.is_false(ok)
+        assert.is_string(err)
+        assert.matches("errors_spec.lua:" .. line .. ": rage.error: the kind must be a non-empty string", err, 1, true)
+      end
+      assert.matches("errors_spec.lua:%d+: rage.error: the kind", select(2, pcall(function() errors.new(nil) end)))
+    end)
+
     it("is what rage.error is", function()
       assert.equal(errors.raise, rage.error)
       local ok, e = pcall(rage.error, "x.y", "m")
