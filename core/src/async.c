@@ -234,6 +234,7 @@ int rage__async_lua_timeout(lua_State *L) {
   t->refs = 2;
   uv_timer_init(rt->loop, &t->timer);
   t->timer.data = t;
+  uv_update_time(rt->loop);
   uv_timer_start(&t->timer, on_timeout_fire, (uint64_t)(seconds * 1000.0 + 0.999), 0);
   timeout_box_t *box = lua_newuserdata(L, sizeof(*box));
   box->t = t;

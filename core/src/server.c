@@ -807,12 +807,12 @@ void rage__req_job_done(rage__req_t *req, int failed) {
     const char *err;
     if (!failed) rage__log(RAGE_LOG_ERROR, "%s %s finished without a response", req->method, req->target);
     rage__req_respond(req, 500, &ct, 1, body, sizeof(body) - 1, &err);
-  } else if (req->streaming) {
-    rage__req_stream_end(req);
   }
   if (!req->finished) {
-    /* The response head went out but the request cannot finish: drop the connection. */
+    /* The response head went out (a stream the handler never finished, typically because it
+     * raised): end it by closing the connection, so the client sees a cut body, not a whole one. */
     if (req->conn) conn_close(req->conn);
+    else if (req->cb && req->streaming) rage__req_stream_end(req);
   }
   rage__req_free(req);
 }

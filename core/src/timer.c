@@ -55,6 +55,9 @@ int rage__timer_lua_sleep(lua_State *L) {
   uv_timer_init(rt->loop, &op->timer);
   op->timer.data = op;
   uint64_t ms = (uint64_t)ceil(seconds * 1000.0);
+  /* The loop's clock is cached per iteration; a fiber that computed for a while must not have
+   * that time counted against its sleep. */
+  uv_update_time(rt->loop);
   uv_timer_start(&op->timer, on_fire, ms, 0);
   int r = rage__fiber_suspend(L, f, on_cancel, op);
   op->gen = f->gen;

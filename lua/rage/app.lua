@@ -142,6 +142,8 @@ function _M.load(dir)
   ok, err = pcall(dispatcher.prepare, router, controllers)
   if not ok then fail(routes_path .. ": " .. tostring(err)) end
   local app = {dir = dir, env = env, config = config, router = router, controllers = controllers}
+  ok, err = pcall(function() app.middleware = require("rage.middleware").stack(app) end)
+  if not ok then fail(tostring(type(err) == "table" and err.message or err)) end
   app.handler = dispatcher.new(app)
   return app
 end

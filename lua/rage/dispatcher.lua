@@ -13,6 +13,7 @@ local errors = require("rage.errors")
 local log = require("rage.log")
 local core = require("rage.core")
 local async = require("rage.async")
+local middleware = require("rage.middleware")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
 local pairs, find = pairs, string.find
@@ -50,14 +51,14 @@ local function merge_params(req, path_params)
   return merged
 end
 
-local function fail(box, status, message, headers)
+local function fail(req, status, message, headers)
+  local box = req.box
   if box:responded() then return end
-  local h = PLAIN
+  local h = {["content-type"] = PLAIN["content-type"]}
   if headers then
-    h = {["content-type"] = PLAIN["content-type"]}
     for k, v in pairs(headers) do h[k] = v end
   end
-  box:respond(status, h, message)
+  box:respond(status, req:with_headers(h), message)
 end
 
 -- Binds the compiled runner of every route to the route table, so matching a route gives the
@@ -84,16 +85,17 @@ function _M.new(app)
   local match = router.match
   local uses_host = router.uses_host
 
-  local function serve(req, box)
+  local function serve(req)
+    local box = req.box
     local host = uses_host and box:header("host") or nil
     local route, params = match(router, req.method, req.path, host)
     if not route then
       if params then
         req.status = 405
-        return fail(box, 405, "Method Not Allowed\n", {allow = concat(params, ", ")})
+        return fail(req, 405, "Method Not Allowed\n", {allow = concat(params, ", ")})
       end
       req.status = 404
-      return fail(box, 404, "Not Found\n")
+      return fail(req, 404, "Not Found\n")
     end
     req.route = route
     local run = route.run
@@ -102,11 +104,11 @@ function _M.new(app)
       req.status = c.status
       if box:responded() then return end
       if c.__rendered then
-        box:respond(c.status, c.headers, c.body)
+        box:respond(c.status, req:with_headers(c.headers), c.body)
         req.status = c.status
       else
         -- An action that renders nothing answers 204, as a Rails API controller does.
-        box:respond(204, c.headers, "")
+        box:respond(204, req:with_headers(c.headers), "")
         req.status = 204
       end
       return
@@ -120,32 +122,34 @@ function _M.new(app)
       status, headers, body = h:call(req, params)
     end
     if not box:responded() and status then
-      box:respond(status, headers or {}, body or "")
+      box:respond(status, req:with_headers(headers or {}), body or "")
       req.status = status
     end
   end
 
+  local chain = middleware.compose(app.middleware or {}, serve)
+
   return function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
-    local ok, err = xpcall(serve, on_error, req, box)
+    local ok, err = xpcall(chain, on_error, req)
     async.end_scope()
     if not ok then
       if errors.is(err, "cancelled") then return end
       local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
       req.status = status
       if status >= 500 then
-        log.error(method, " ", path, " failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
-        fail(box, status, "Internal Server Error\n")
+        log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
+        fail(req, status, "Internal Server Error\n")
       else
-        fail(box, status, (err.message or "Error") .. "\n")
+        fail(req, status, (err.message or "Error") .. "\n")
       end
     end
     if t0 then
       local route = req.route
-      log.info(format("%s %s -> %s %d in %.2fms", method, path,
+      log.info(format("%s %s -> %s %d in %.2fms [%s]", method, path,
         route and (route.controller and (route.controller .. "#" .. route.action) or "handler") or "-",
-        req.status or 0, (clock() - t0) * 1000))
+        req.status or 0, (clock() - t0) * 1000, req.id or "-"))
     end
   end
 end

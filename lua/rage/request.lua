@@ -7,7 +7,7 @@ local json = require("rage.json")
 local errors = require("rage.errors")
 local params = require("rage.params")
 
-local setmetatable, find, sub, lower = setmetatable, string.find, string.sub, string.lower
+local setmetatable, find, sub, lower, pairs = setmetatable, string.find, string.sub, string.lower, pairs
 
 local _M = {}
 
@@ -17,6 +17,33 @@ _M.Request = Request
 
 function _M.new(box, method, path, query)
   return setmetatable({box = box, method = method, path = path, query_string = query}, Request)
+end
+
+-- Adds a header to whatever response this request gets (middleware use this).
+function Request:add_header(name, value)
+  local extra = self.extra_headers
+  if not extra then
+    extra = {}
+    self.extra_headers = extra
+  end
+  extra[lower(name)] = value
+end
+
+-- Merges the added headers into `headers` (a response header table) and returns it.
+function Request:with_headers(headers)
+  local extra = self.extra_headers
+  if extra then
+    for k, v in pairs(extra) do
+      if headers[k] == nil then headers[k] = v end
+    end
+  end
+  return headers
+end
+
+-- Answers directly (middleware), including the added headers.
+function Request:respond(status, headers, body)
+  self.status = status
+  self.box:respond(status, self:with_headers(headers or {}), body or "")
 end
 
 function Request:header(name)

@@ -17,7 +17,7 @@
 -- _static (the static hash; nil until then), _root (the tree), _has_head and uses_host; _state is
 -- the scratch space of its searches.
 
-local type, setmetatable, getmetatable = type, setmetatable, getmetatable
+local type, pairs, setmetatable, getmetatable = type, pairs, setmetatable, getmetatable
 local rep = string.rep
 local concat, sort = table.concat, table.sort
 

@@ -112,6 +112,7 @@ function _M.serve(req, box, root, opts)
   headers["etag"] = etag
   headers["last-modified"] = modified
   if opts and opts.cache_control then headers["cache-control"] = opts.cache_control end
+  if req.with_headers then req:with_headers(headers) end
   local inm = box:header("if-none-match")
   if (inm and etag_matches(inm, etag)) or (not inm and box:header("if-modified-since") == modified) then
     box:respond(304, headers, "")
@@ -141,8 +142,11 @@ function _M.middleware(dir, opts)
   local root = realpath(dir)
   if not root then return nil end
   return function(req, nxt)
-    if _M.serve(req, req.box, root, opts) then return end
-    return nxt()
+    if _M.serve(req, req.box, root, opts) then
+      req.status = req.status or 200
+      return
+    end
+    return nxt(req)
   end
 end
 

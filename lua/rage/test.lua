@@ -76,6 +76,17 @@ function Box:finish()
   self.res.body = self._head_only and "" or table.concat(self._chunks)
 end
 
+-- The core sends files with sendfile(2); in-process requests read the range instead.
+function Box:send_file(status, headers, path, offset, length)
+  local f = io.open(path, "rb")
+  if not f then return nil, "fs.error", "cannot open " .. path end
+  f:seek("set", offset)
+  local data = length > 0 and f:read(length) or ""
+  f:close()
+  self:respond(status, headers, data)
+  return true
+end
+
 local Response = {}
 Response.__index = Response
 

@@ -15,7 +15,7 @@ describe("HTTP/1.1 over a socket", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   local function connect()
@@ -241,6 +241,17 @@ describe("HTTP/1.1 over a socket", function()
     assert.matches("POST", res.headers.allow)
   end)
 
+  it("accepts an absolute-form target", function()
+    server.known_bug(pending, "an absolute-form target (http://host/path) is routed as a path and answers 404", function()
+      local c = connect()
+      finally(function() c:close() end)
+      assert(c:send("GET http://localhost/count HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+      local res = assert(c:read_response())
+      assert.equal(200, res.status)
+      assert.matches('^{"count":%d+}$', res.body)
+    end)
+  end)
+
   it("works with curl", function()
     local status, body, headers = client.curl{"http://127.0.0.1:" .. srv.port .. "/count"}
     assert.equal(200, status)
@@ -274,6 +285,52 @@ describe("HTTP/1.1 over a socket", function()
     end)
   end
 
+  it("sends no body and no Content-Length with 204 and 304", function()
+    local c = connect()
+    finally(function() c:close() end)
+    assert(c:send(build("GET", "/nothing") .. build("GET", "/status?code=204") ..
+      build("GET", "/status?code=304") .. build("GET", "/count")))
+    for _, want in ipairs({204, 204, 304}) do
+      local res = assert(c:read_response())
+      assert.equal(want, res.status)
+      assert.is_nil(res.headers["content-length"])
+      assert.is_nil(res.headers["transfer-encoding"])
+    end
+    local res = assert(c:read_response())
+    assert.equal(200, res.status)
+    assert.matches('^{"count":%d+}$', res.body)
+  end)
+
+  it("sends no content with 205", function()
+    server.known_bug(pending, "a 205 response carries the handler's body", function()
+      local c = connect()
+      finally(function() c:close() end)
+      assert(c:send(build("GET", "/status?code=205") .. build("GET", "/count")))
+      local res = assert(c:read_response())
+      assert.equal(205, res.status)
+      assert.equal("", res.body)
+      res = assert(c:read_response())
+      assert.equal(200, res.status)
+    end)
+  end)
+
+  for _, code in ipairs({100, 101, 199}) do
+    it("never sends a handler's " .. code .. " as a final response (the client would lose step)", function()
+      server.known_bug(pending, "a 1xx status from a handler goes out as the final response", function()
+        local c = connect()
+        finally(function() c:close() end)
+        assert(c:send(build("GET", "/status?code=" .. code) .. build("GET", "/count")))
+        -- a client takes any 1xx as interim: the next response is the final one for /status
+        local res = assert(c:read_response())
+        if res.status < 200 then res = assert(c:read_response()) end
+        assert.equal(500, res.status)
+        res = assert(c:read_response())
+        assert.equal(200, res.status)
+        assert.matches('^{"count":%d+}$', res.body)
+      end)
+    end)
+  end
+
   it("records requests that ran to completion", function()
     local before = stats()
     local res = assert(client.request(srv.port, "GET", "/slow?ms=10"))
@@ -299,10 +356,15 @@ describe("HTTP over IPv6", function()
       return
     end
     local srv = assert(server.start{app = "spec/fixtures/e2e_app", host = "::1"})
-    finally(function() srv:stop() end)
+    local c
+    finally(function()
+      if c then c:close() end
+      srv:stop()
+    end)
     assert.matches("^http://%[::1%]:%d+$", srv.url)
-    local c = assert(client.connect(srv.port, "::1"))
-    finally(function() c:close(); srv:stop() end)
+    -- nothing answers on the IPv4 loopback
+    assert.is_nil(client.connect(srv.port, "127.0.0.1"))
+    c = assert(client.connect(srv.port, "::1"))
     assert(c:send(build("GET", "/count", {{"Host", "[::1]:" .. srv.port}})))
     local res = assert(c:read_response())
     assert.equal(200, res.status)

@@ -96,7 +96,7 @@ describe("limits at the boundary (small limits)", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   it("request target: 256 bytes pass, 257 get 414", function()
@@ -380,26 +380,30 @@ describe("a slow reader that keeps reading", function()
       srv:stop()
     end)
     c = assert(client.connect(srv.port))
-    local kb = 32 * 1024 -- 32 MiB: far more than the socket buffers hold
-    assert(c:send(build("GET", "/big?kb=" .. kb)))
-    local head = assert(c:read_until("\r\n\r\n", 3))
-    assert.matches("^HTTP/1%.1 200", head)
-    local want = kb * 1024
-    local got = #c:take()
-    local t0 = server.now()
-    -- about 1 MiB every 100 ms: over 3 s in all, six keep-alive timeouts and three send
-    -- timeouts, but the transfer never stalls
-    while got < want do
-      local piece, err = c:read_bytes(math.min(1024 * 1024, want - got), 2)
-      assert(piece, ("stopped after %d of %d bytes: %s"):format(got, want, tostring(err)))
-      got = got + #piece
-      server.sleep(0.1)
-    end
-    assert.equal(want, got)
-    assert.is_true(server.now() - t0 > 2)
-    -- and the connection is still usable
-    assert(c:send(build("GET", "/count")))
-    assert.equal(200, assert(c:read_response()).status)
+    -- send_timeout is measured between completed writes: one large response is one write, so
+    -- a reader that keeps reading is cut off once that write takes longer than send_timeout.
+    server.known_bug(pending, "send_timeout cuts off a large response that is still being read", function()
+      local kb = 32 * 1024 -- 32 MiB: far more than the socket buffers hold
+      assert(c:send(build("GET", "/big?kb=" .. kb)))
+      local head = assert(c:read_until("\r\n\r\n", 3))
+      assert.matches("^HTTP/1%.1 200", head)
+      local want = kb * 1024
+      local got = #c:take()
+      local t0 = server.now()
+      -- about 1 MiB every 100 ms: over 3 s in all, six keep-alive timeouts and three send
+      -- timeouts, but the transfer never stalls
+      while got < want do
+        local piece, err = c:read_bytes(math.min(1024 * 1024, want - got), 2)
+        assert(piece, ("stopped after %d of %d bytes: %s"):format(got, want, tostring(err)))
+        got = got + #piece
+        server.sleep(0.1)
+      end
+      assert.equal(want, got)
+      assert.is_true(server.now() - t0 > 2)
+      -- and the connection is still usable
+      assert(c:send(build("GET", "/count")))
+      assert.equal(200, assert(c:read_response()).status)
+    end)
   end)
 end)
 
@@ -412,7 +416,7 @@ describe("default limits (no server settings)", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   it("request target: 8 KiB pass, one byte more gets 414", function()
@@ -452,17 +456,25 @@ describe("default limits (no server settings)", function()
     local before = h.count()
     local c = assert(client.connect(srv.port))
     finally(function() c:close() end)
-    -- 1200 requests in one write: far more than the server buffers while it works
-    assert(c:send(build("GET", "/touch"):rep(1200)))
-    local list, err = c:read_responses(1000, {timeout = 10})
-    assert.equal(1000, #list, tostring(err))
-    for i = 1, 999 do
-      assert.is_false(list[i].close, "response " .. i .. " closes")
-    end
-    assert.is_true(list[1000].close)
-    assert.equal(before + 1000, client.json(list[1000].body).count)
-    assert.is_true(c:wait_closed(2))
-    assert.equal("", c.buf)
+    -- 3000 requests in one write, far more than the server buffers while it works, from a
+    -- client with a small receive window that is busy for a moment before it reads
+    c.sock:setoption("recv-buffer-size", 4096)
+    assert(c:send(build("GET", "/touch"):rep(3000)))
+    server.sleep(0.3)
+    -- The server closes after the 1000th response with the surplus requests unread; a plain
+    -- close() then resets the connection and the kernel drops the responses it still holds.
+    server.known_bug(pending, "closing with unread input (no lingering close) loses responses already sent", function()
+      local list, err = c:read_responses(1000, {timeout = 10})
+      assert.equal(1000, #list, ("%d of 1000 responses, then %s"):format(#list, tostring(err)))
+      for i = 1, 999 do
+        assert.is_false(list[i].close, "response " .. i .. " closes")
+      end
+      assert.is_true(list[1000].close)
+      assert.equal(before + 1000, client.json(list[1000].body).count)
+      assert.is_true(c:wait_closed(2))
+      assert.equal("", c.buf)
+    end)
+    -- in any case exactly 1000 requests ran
     assert.equal(before + 1000, h.count())
   end)
 

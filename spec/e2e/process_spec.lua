@@ -134,7 +134,7 @@ describe("a client that goes away", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   it("cancels its request's fiber", function()
@@ -190,7 +190,7 @@ describe("--workers 2", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   -- PIDs seen answering `n` requests, each on a new connection.

@@ -22,7 +22,9 @@ local function chunked(body)
   return post("Transfer-Encoding: chunked\r\n", body)
 end
 
--- {name, expected status (or list of acceptable ones), bytes}
+local BAD_HOST = "a Host with an invalid value is accepted (RFC 9112 3.2 requires 400)"
+
+-- {name, expected status (or list of acceptable ones), bytes, known server bug}
 local VECTORS = {
   {"Content-Length with Transfer-Encoding", 400,
    post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n" .. SMUGGLED)},
@@ -67,6 +69,9 @@ local VECTORS = {
   {"missing Host on HTTP/1.1", 400, "GET /touch HTTP/1.1\r\nX-A: b\r\n\r\n"},
   {"duplicate Host", 400, get("Host: evil.example\r\n")},
   {"duplicate Host, differing only in case", 400, get("host: localhost\r\n")},
+  {"Host with a space", 400, "GET /touch HTTP/1.1\r\nHost: local host\r\n\r\n", BAD_HOST},
+  {"Host with a path", 400, "GET /touch HTTP/1.1\r\nHost: localhost/evil\r\n\r\n", BAD_HOST},
+  {"Host with user info", 400, "GET /touch HTTP/1.1\r\nHost: user@localhost\r\n\r\n", BAD_HOST},
   {"HTTP/2.0", 505, "GET /touch HTTP/2.0\r\nHost: localhost\r\n\r\n"},
   {"HTTP/1.2", 505, "GET /touch HTTP/1.2\r\nHost: localhost\r\n\r\n"},
   {"HTTP/3.0", 505, "GET /touch HTTP/3.0\r\nHost: localhost\r\n\r\n"},
@@ -96,7 +101,7 @@ describe("request smuggling and malformed framing", function()
   end)
 
   teardown(function()
-    if srv then srv:stop() end
+    if srv then assert.equal(0, srv:stop(), "the server did not stop cleanly") end
   end)
 
   local function count()
@@ -109,8 +114,8 @@ describe("request smuggling and malformed framing", function()
   local function check(bytes, expected, split)
     local before = count()
     local c = assert(client.connect(srv.port))
-    local ok, res, err, raw, closed
-    ok, err = pcall(function()
+    local res, err, raw, closed
+    local ok, perr = pcall(function()
       if split then
         c:send_split(bytes, 1, 0.001, {until_answered = true})
       else
@@ -120,7 +125,7 @@ describe("request smuggling and malformed framing", function()
       closed = res and c:wait_closed(2)
     end)
     c:close()
-    assert(ok, err)
+    assert(ok, perr)
     assert(res, "no response (" .. tostring(err) .. "): " .. tostring(raw))
     assert.is_true(status_ok(expected, res.status),
       ("expected %s, got %d %s"):format(type(expected) == "table" and table.concat(expected, " or ") or expected,
@@ -132,10 +137,14 @@ describe("request smuggling and malformed framing", function()
   end
 
   for _, v in ipairs(VECTORS) do
-    local name, expected, bytes = v[1], v[2], v[3]
+    local name, expected, bytes, bug = v[1], v[2], v[3], v[4]
     for _, split in ipairs({false, true}) do
       it(name .. (split and " (byte by byte)" or " (one write)"), function()
-        check(bytes, expected, split)
+        if bug then
+          server.known_bug(pending, bug, function() check(bytes, expected, split) end)
+        else
+          check(bytes, expected, split)
+        end
       end)
     end
   end

@@ -312,9 +312,8 @@ function _M.chunked(body, size)
   return table.concat(out)
 end
 
--- One request on a fresh connection: request(port, raw_bytes_or_method, target, headers, body)
--- Returns the response (with res.conn_closed telling whether the server closed afterwards
--- when opts.check_close is set) or nil, err, raw.
+-- One request on a fresh connection: request(port, method, target, headers, body, opts), or
+-- request(port, raw_bytes). Returns the response, or nil, err, raw.
 function _M.request(port, method, target, headers, body, opts)
   opts = opts or {}
   local c, err = _M.connect(port, opts.host)
@@ -322,12 +321,11 @@ function _M.request(port, method, target, headers, body, opts)
   local bytes = target and _M.build(method, target, headers, body) or method
   c:send(bytes)
   local res, rerr, raw = c:read_response({head = method == "HEAD", timeout = opts.timeout})
-  if res and opts.check_close then res.conn_closed = c:wait_closed(opts.close_timeout or 2) end
   c:close()
   return res, rerr, raw
 end
 
--- Minimal JSON field readers for the fixture's flat JSON bodies.
+-- Decodes a JSON body; nil when it is not JSON.
 function _M.json(body)
   local ok, v = pcall(require("cjson").decode, body)
   if ok then return v end

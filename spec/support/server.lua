@@ -224,24 +224,19 @@ function Server:stop(timeout)
   end
   self.stopped = true
   self.exit_status = self:status()
-  if not os.getenv("E2E_KEEP_LOGS") then
-    self.final_log = self:log()
-    sh("rm -rf " .. sh_quote(self.dir))
-  end
+  if not os.getenv("E2E_KEEP_LOGS") then sh("rm -rf " .. sh_quote(self.dir)) end
   return self.exit_status
 end
 
-function Server:log_text()
-  return self.final_log or self:log()
-end
-
--- Runs fn(srv) with a fresh server and always stops it, even when fn fails.
-function _M.with(opts, fn)
-  local srv = assert(_M.start(opts))
-  local ok, err = pcall(fn, srv)
-  srv:stop()
-  if not ok then error(err, 0) end
-  return srv
+-- Runs fn() for a behaviour the server is known to get wrong. If fn fails, the test is marked
+-- pending with the bug's description and the failure, so the run stays readable while the fix
+-- is on its way; once the server is fixed the test simply passes. E2E_STRICT=1 turns these
+-- back into failures. `pending` is busted's pending function of the calling test.
+function _M.known_bug(pending, description, fn)
+  local ok, err = pcall(fn)
+  if ok then return end
+  if os.getenv("E2E_STRICT") == "1" then error(err, 0) end
+  pending("known server bug: " .. description .. " -- " .. (tostring(err):gsub("\n.*", "")))
 end
 
 return _M
