@@ -19,6 +19,7 @@
 #include "log.h"
 #include "runtime.h"
 #include "async.h"
+#include "httpc.h"
 #include "timer.h"
 
 #define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -384,6 +385,10 @@ static const luaL_Reg core_funcs[] = {
     {"waiter", rage__async_lua_waiter},
     {"timeout", rage__async_lua_timeout},
     {"locals", rage__async_lua_locals},
+    {"http_request", rage__httpc_lua_request},
+    {"http_configure", rage__httpc_lua_configure},
+    {"http_stats", rage__httpc_lua_stats},
+    {"http_close_idle", rage__httpc_lua_close_idle},
     {"set_handler", core_set_handler},
     {"configure_server", core_configure_server},
     {"log", core_log},
@@ -413,6 +418,7 @@ int rage__bind_open(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   rt->box_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   rage__async_open(L, rt);
+  rage__httpc_open(L, rt);
 
   lua_newtable(L);
   lua_pushlightuserdata(L, rt);

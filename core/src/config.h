@@ -37,6 +37,12 @@
 /* Bytes of pipelined input buffered while a request runs; past it, reading pauses. */
 #define RAGE_PIPELINE_HIGH_WATER (32 * 1024)
 
+/* After the last response of a connection, input is read and dropped for at most this long
+ * (milliseconds) so that a reset cannot destroy responses the client has not read. */
+#define RAGE_LINGER_TIMEOUT 2000
+/* The same bound while the server drains for shutdown. */
+#define RAGE_LINGER_DRAIN_TIMEOUT 200
+
 /* Fibers kept for reuse. More are created on demand and freed when the pool is full. */
 #define RAGE_FIBER_POOL_MAX 1024
 

@@ -236,6 +236,36 @@ static int is_token(const char *s, size_t len, const char *word) {
   return rage__strieq(s, len, word, strlen(word));
 }
 
+/* A Host value or authority: reg-name / IPv4 / [IPv6] with an optional :port (RFC 3986). */
+static int valid_host(const char *s, size_t len) {
+  size_t i = 0;
+  if (len > 255) return 0;
+  if (len > 0 && s[0] == '[') {
+    while (i < len && s[i] != ']') {
+      char c = s[i];
+      if (!(c == '[' || c == ':' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+            (c >= 'A' && c <= 'F')))
+        return 0;
+      i++;
+    }
+    if (i == len) return 0;
+    i++;
+  } else {
+    for (; i < len && s[i] != ':'; i++) {
+      unsigned char c = (unsigned char)s[i];
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~!$&'()*+,;=%", c)))
+        return 0;
+    }
+  }
+  if (i < len) {
+    if (s[i] != ':') return 0;
+    for (i++; i < len; i++)
+      if (s[i] < '0' || s[i] > '9') return 0;
+  }
+  return 1;
+}
+
 /* Checks the raw head [head_start, pos) and copies it into a new request. */
 static int head_complete(rage__http1_t *p) {
   const char *base = DATA(p) + p->head_start;
@@ -259,12 +289,13 @@ static int head_complete(rage__http1_t *p) {
 
   const span_t *spans = SPANS(p);
   int nhost = 0, ncl = 0, nte = 0, nexpect = 0;
-  const span_t *te = NULL, *expect = NULL;
+  const span_t *te = NULL, *expect = NULL, *host = NULL;
   for (unsigned i = 0; i < p->nspans; i++) {
     const char *name = base + spans[i].name_off;
     size_t nlen = spans[i].name_len;
     if (rage__strieq(name, nlen, "host", 4)) {
       nhost++;
+      host = &spans[i];
     } else if (rage__strieq(name, nlen, "content-length", 14)) {
       ncl++;
     } else if (rage__strieq(name, nlen, "transfer-encoding", 17)) {
@@ -277,6 +308,27 @@ static int head_complete(rage__http1_t *p) {
   }
   if (nhost > 1) return fail(p, 400, "Bad Request: duplicate Host header");
   if (nhost == 0 && h->http_minor == 1) return fail(p, 400, "Bad Request: missing Host header");
+  if (host && !valid_host(base + host->value_off, host->value_len))
+    return fail(p, 400, "Bad Request: invalid Host header");
+  const char *url = base + p->url_off;
+  size_t url_len = p->url_len;
+  if (memchr(url, '#', url_len)) return fail(p, 400, "Bad Request: fragment in request target");
+  /* absolute-form (RFC 9112 3.2.2): keep the path; the authority was checked like a Host. */
+  if (url_len > 7 && (rage__strieq(url, 7, "http://", 7) ||
+                      (url_len > 8 && rage__strieq(url, 8, "https://", 8)))) {
+    size_t skip = url[4] == ':' ? 7 : 8;
+    const char *auth = url + skip;
+    const char *end = url + url_len;
+    const char *slash = auth;
+    while (slash < end && *slash != '/' && *slash != '?') slash++;
+    if (slash == auth || !valid_host(auth, (size_t)(slash - auth)))
+      return fail(p, 400, "Bad Request: invalid authority in request target");
+    p->url_off += (size_t)(slash - url);
+    p->url_len = (size_t)(end - slash);
+  } else if (url_len == 0 || (url[0] != '/' && !(url_len == 1 && url[0] == '*') &&
+                              h->method != HTTP_CONNECT)) {
+    return fail(p, 400, "Bad Request: invalid request target");
+  }
   if (ncl > 1) return fail(p, 400, "Bad Request: duplicate Content-Length header");
   if (nte > 1) return fail(p, 400, "Bad Request: duplicate Transfer-Encoding header");
   if (ncl && nte) return fail(p, 400, "Bad Request: both Content-Length and Transfer-Encoding");
@@ -295,10 +347,12 @@ static int head_complete(rage__http1_t *p) {
   req->method_id = h->method;
   req->method = llhttp_method_name((llhttp_method_t)h->method);
   req->method_len = strlen(req->method);
-  req->target = rage__arena_strndup(&req->arena, base + p->url_off, p->url_len);
-  req->target_len = p->url_len;
-  const char *q = memchr(req->target, '?', p->url_len);
-  req->path_len = q ? (size_t)(q - req->target) : p->url_len;
+  if (p->url_len == 0) /* absolute-form with an empty path means "/" */
+    req->target = rage__arena_strndup(&req->arena, "/", 1), req->target_len = 1;
+  else
+    req->target = rage__arena_strndup(&req->arena, base + p->url_off, p->url_len), req->target_len = p->url_len;
+  const char *q = memchr(req->target, '?', req->target_len);
+  req->path_len = q ? (size_t)(q - req->target) : req->target_len;
   req->headers = rage__arena_alloc(&req->arena, (p->nspans ? p->nspans : 1) * sizeof(rage_header_t));
   req->nheaders = p->nspans;
   for (unsigned i = 0; i < p->nspans; i++) {

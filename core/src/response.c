@@ -64,7 +64,7 @@ const char *rage__status_reason(int status) {
 }
 
 int rage__response_bodyless(int status) {
-  return (status >= 100 && status < 200) || status == 204 || status == 304;
+  return (status >= 100 && status < 200) || status == 204 || status == 205 || status == 304;
 }
 
 /* tchar from RFC 9110: "!#$%&'*+-.^_`|~" DIGIT ALPHA */
@@ -166,8 +166,9 @@ int rage__response_wants_close(const rage__response_t *res) {
 }
 
 int rage__response_head(rage__buf_t *out, const rage__response_t *res, const char **err) {
-  if (res->status < 100 || res->status > 999) {
-    *err = "invalid status code (must be 100-999)";
+  if (res->status < 200 || res->status > 999) {
+    /* A 1xx is interim: sent as the answer, the client would pair the next response with it. */
+    *err = "invalid status code for a response (must be 200-999)";
     return RAGE_EINVAL;
   }
   size_t need = 64 + 64 + 40;
@@ -198,7 +199,10 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
     *w++ = '\r';
     *w++ = '\n';
   }
-  if (!rage__response_bodyless(res->status)) {
+  if (res->status == 205) {
+    memcpy(w, "Content-Length: 0\r\n", 19);
+    w += 19;
+  } else if (!rage__response_bodyless(res->status)) {
     if (res->chunked) {
       if (res->http_minor >= 1) {
         memcpy(w, "Transfer-Encoding: chunked\r\n", 28);

@@ -37,6 +37,7 @@ typedef struct {
 
 static void conn_close(rage__conn_t *c);
 static void conn_arm(rage__conn_t *c);
+static void conn_linger(rage__conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -59,6 +60,7 @@ static void on_write(uv_write_t *wr, int status) {
   rage__conn_t *c = w->conn;
   c->queued -= w->len;
   c->last_progress = uv_now(c->server->loop);
+  c->last_wq = c->tcp.write_queue_size;
   free(w);
   if (c->closing) return;
   if (status < 0) {
@@ -69,10 +71,7 @@ static void on_write(uv_write_t *wr, int status) {
     if (c->queued == 0) file_pump(c);
     return;
   }
-  if (c->queued == 0 && c->close_after_write) {
-    conn_close(c);
-    return;
-  }
+  if (c->lingering) return;
   if (c->queued < c->server->cfg->output_high_water) {
     if (c->writer) wake_writer(c);
     if (c->wait_drain && !c->closing) {
@@ -125,8 +124,60 @@ static int conn_write(rage__conn_t *c, uv_buf_t *bufs, unsigned nbufs) {
   }
   if (c->queued == 0) c->last_progress = uv_now(c->server->loop);
   c->queued += w->len;
+  c->last_wq = c->tcp.write_queue_size;
   conn_arm(c);
   return 0;
+}
+
+/*
+ * Lingering close, as nginx does it: closing a socket that still has unread input makes the
+ * kernel send a reset, which can destroy responses the client has not read yet. So the write
+ * side is shut down once the output is flushed (uv_shutdown waits for queued writes), and input is
+ * read and dropped until the client closes or RAGE_LINGER_TIMEOUT passes.
+ */
+static char linger_scratch[64 * 1024];
+
+static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  buf->base = linger_scratch;
+  buf->len = sizeof(linger_scratch);
+}
+
+static void on_linger_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  if (nread < 0) conn_close(stream->data);
+}
+
+static void on_linger_timeout(uv_timer_t *t) {
+  conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  rage__conn_t *c = req->data;
+  free(req);
+  c->refs--;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_linger_timeout,
+                 c->server->draining ? RAGE_LINGER_DRAIN_TIMEOUT : RAGE_LINGER_TIMEOUT, 0);
+}
+
+static void conn_linger(rage__conn_t *c) {
+  if (c->closing || c->lingering) return;
+  c->lingering = 1;
+  rage__http1_free(&c->http);
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  uv_shutdown_t *req = rage__malloc(sizeof(*req));
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    conn_close(c);
+    return;
+  }
+  c->refs++;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_linger_alloc, on_linger_read) == 0) c->reading = 1;
 }
 
 /* Answers a protocol error and closes once it is written. */
@@ -140,9 +191,8 @@ static void conn_error(rage__conn_t *c, int status, const char *reason) {
   const char *err;
   rage__response_head(&head, &res, &err);
   uv_buf_t bufs[2] = {uv_buf_init(head.data, (unsigned)head.len), uv_buf_init(body, (unsigned)blen)};
-  c->close_after_write = 1;
   rage__log(RAGE_LOG_DEBUG, "closing connection after %d: %s", status, reason ? reason : "");
-  if (conn_write(c, bufs, 2) == 0 && c->queued == 0) conn_close(c);
+  if (conn_write(c, bufs, 2) == 0) conn_linger(c);
   rage__buf_free(&head);
 }
 
@@ -190,6 +240,7 @@ static uint64_t conn_deadline(rage__conn_t *c) {
 static void on_timer(uv_timer_t *t);
 
 static void conn_arm(rage__conn_t *c) {
+  if (c->lingering) return;
   uint64_t d = conn_deadline(c);
   if (d == 0) return;
   if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_due <= d) return;
@@ -207,6 +258,13 @@ static void on_timer(uv_timer_t *t) {
   if (now < d) {
     c->timer_due = d;
     uv_timer_start(&c->timer, on_timer, d - now, 0);
+    return;
+  }
+  if (c->queued > 0 && c->tcp.write_queue_size < c->last_wq) {
+    /* One large write still in progress but moving: that is progress too. */
+    c->last_wq = c->tcp.write_queue_size;
+    c->last_progress = now;
+    conn_arm(c);
     return;
   }
   if (c->queued > 0 && now >= c->last_progress + cfg->send_timeout) {
@@ -320,8 +378,7 @@ static void response_complete(rage__req_t *req) {
   if (c == NULL) return;
   c->active = NULL;
   if (!req->keep_alive || c->server->draining) {
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c);
+    conn_linger(c);
     return;
   }
   c->refs++;
@@ -337,8 +394,7 @@ static void file_done(rage__conn_t *c) {
   close(c->file_fd);
   c->file_fd = -1;
   if (!c->file_keep_alive || c->server->draining) {
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c);
+    conn_linger(c);
     return;
   }
   c->refs++;
@@ -634,7 +690,10 @@ void rage__server_drain(rage__server_t *s, rage__server_drained_cb on_drained) {
   while (c) {
     rage__conn_t *next = c->next;
     if (c->active) c->active->keep_alive = 0;
-    if (c->active == NULL && c->queued == 0 && c->http.state == RAGE_HTTP1_IDLE) conn_close(c);
+    if (c->lingering && uv_is_active((uv_handle_t *)&c->timer))
+      uv_timer_start(&c->timer, on_linger_timeout, RAGE_LINGER_DRAIN_TIMEOUT, 0);
+    else if (c->active == NULL && c->queued == 0 && c->http.state == RAGE_HTTP1_IDLE && c->file_fd < 0)
+      conn_close(c);
     c = next;
   }
   if (s->nconns == 0) {

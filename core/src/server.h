@@ -32,11 +32,12 @@ struct rage__conn_s {
   uint64_t timer_due;         /* when the timer is set to fire */
   size_t queued;              /* bytes handed to uv_write and not yet written */
   uint64_t last_progress;     /* last time queued output moved */
+  size_t last_wq;             /* libuv's write queue size at that time */
   int refs;                   /* deferred work pending on this connection */
   int handles_open;
   uint8_t reading;
   uint8_t closing;
-  uint8_t close_after_write;
+  uint8_t lingering;          /* write side shut down; input is read and dropped */
   uint8_t wait_drain;         /* continue with pipelined input once output drains */
   int file_fd;                /* a file being sent as the response body, or -1 */
   int64_t file_off;

@@ -286,6 +286,12 @@ TEST(smuggling_vectors) {
 
 TEST(host_rules) {
   CHECK("GET / HTTP/1.1\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: local host\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: localhost/evil\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: user@localhost\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: localhost:80x\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 0, 1, NULL);
+  CHECK("GET / HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 0, 1, NULL);
   CHECK("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, 0, "");
   CHECK("GET / HTTP/1.0\r\n\r\n", 0, 1, NULL);
 }
@@ -299,6 +305,16 @@ TEST(versions_methods_codings) {
   CHECK("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, 0, "");
   CHECK("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501, 0, "");
   CHECK("garbage\r\n\r\n", 501, 0, "");
+}
+
+TEST(request_targets) {
+  CHECK("GET http://example.com/a/b?c=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", 0, 1,
+        "GET /a/b?c=1 [] ka=1 h=1|");
+  CHECK("GET https://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", 0, 1, "GET / [] ka=1 h=1|");
+  CHECK("GET http:///a HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, 0, "");
+  CHECK("GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, "");
+  CHECK("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 0, 1, "OPTIONS * [] ka=1 h=1|");
+  CHECK("GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, "");
 }
 
 TEST(error_is_sticky) {
@@ -351,7 +367,7 @@ int main(int argc, char **argv) {
       TEST_ENTRY(limit_header_bytes),  TEST_ENTRY(limit_header_count),
       TEST_ENTRY(limit_body),          TEST_ENTRY(limit_chunk_extensions),
       TEST_ENTRY(smuggling_vectors),   TEST_ENTRY(host_rules),
-      TEST_ENTRY(versions_methods_codings), TEST_ENTRY(error_is_sticky),
+      TEST_ENTRY(versions_methods_codings), TEST_ENTRY(request_targets), TEST_ENTRY(error_is_sticky),
       TEST_ENTRY(idle_holds_no_buffer), {NULL, NULL}};
   return test_main(argc, argv, tests);
 }

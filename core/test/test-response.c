@@ -61,6 +61,11 @@ TEST(chunked_and_bodyless) {
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 204 No Content\r\n\r\n");
   free(s);
+  rage__response_t r205 = {205, NULL, 0, 0, 10, 1, 1};
+  s = head(&r205, &rc, &err);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 205 Reset Content\r\nContent-Length: 0\r\n\r\n");
+  free(s);
   rage__response_t r304 = {304, NULL, 0, 0, 10, 1, 1};
   s = head(&r304, &rc, &err);
   strip_date(s);
@@ -122,8 +127,8 @@ TEST(crlf_nul_rejected) {
 TEST(status_validation) {
   int rc;
   const char *err;
-  int bad[] = {0, 99, 1000, -1};
-  for (size_t i = 0; i < 4; i++) {
+  int bad[] = {0, 99, 100, 101, 199, 1000, -1};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     rage__response_t res = {bad[i], NULL, 0, 0, 0, 1, 1};
     char *s = head(&res, &rc, &err);
     ASSERT_EQ(rc, RAGE_EINVAL);

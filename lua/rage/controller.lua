@@ -127,6 +127,38 @@ function Base:stream(fn, opts)
   box:finish()
 end
 
+-- Runs fn(self) after the response has been sent, in the same fiber: work the client need not
+-- wait for (it may wait itself: rage.sleep, queries, HTTP calls).
+function Base:after_response(fn)
+  if type(fn) ~= "function" then error("after_response expects a function", 2) end
+  local me = self
+  self.request:on_after_response(function() return fn(me) end)
+end
+
+-- send_file(path, {content_type =, disposition = "inline" | "attachment", filename =}): the
+-- core sends the file (Range, ETag and 304 as for static files).
+function Base:send_file(path, opts)
+  if self.__rendered then error("render or head was already called for this request", 2) end
+  if type(path) ~= "string" then error("send_file expects a file path", 2) end
+  opts = opts or {}
+  local static = require("rage.static")
+  local core = require("rage.core")
+  local real = core.realpath(path)
+  if not real or core.stat(real) ~= "file" then
+    errors.raise("controller.file_not_found", "send_file: no such file: " .. path, {status = 404}, 2)
+  end
+  local h = self.headers
+  h["content-type"] = opts.content_type or static.content_type(opts.filename or real)
+  if opts.disposition or opts.filename then
+    local name = (opts.filename or real:match("[^/]+$")):gsub('[%c"\\]', "_")
+    h["content-disposition"] = (opts.disposition or "attachment") .. '; filename="' .. name .. '"'
+  end
+  self.__rendered = true
+  self.__streamed = true
+  self.status = 200
+  static.send(self.request, real, self.request:with_headers(h))
+end
+
 function Base:is_rendered()
   return self.__rendered == true
 end

@@ -40,13 +40,15 @@ end
 
 -- self.params: the query string, then a form body over it, then the path parameters over
 -- both (as Rails: a query cannot replace the :id the route matched).
+-- Request params: query < body (form or JSON object) < path, as in Rails.
 local function merge_params(req, path_params)
   local qs = req.query_string
-  local form = req.method ~= "GET" and req.method ~= "HEAD"
-    and req:content_type() == "application/x-www-form-urlencoded"
-  if not qs and not form then return path_params end
+  local body = req.method ~= "GET" and req.method ~= "HEAD" and req:body_params()
+  if not qs and not body then return path_params end
   local merged = parse_params(qs)
-  if form then parse_params(req:body(), merged) end
+  if body then
+    for k, v in pairs(body) do merged[k] = v end
+  end
   for k, v in pairs(path_params) do merged[k] = v end
   return merged
 end
@@ -143,6 +145,16 @@ function _M.new(app)
         fail(req, status, "Internal Server Error\n")
       else
         fail(req, status, (err.message or "Error") .. "\n")
+      end
+    end
+    local after = req.after_response
+    if after then
+      for i = 1, #after do
+        local aok, aerr = xpcall(after[i], on_error)
+        if not aok and not errors.is(aerr, "cancelled") then
+          log.error(method, " ", path, " [", req.id or "-", "] after_response failed: ",
+            type(aerr) == "table" and (aerr.traceback or tostring(aerr)) or aerr)
+        end
       end
     end
     if t0 then

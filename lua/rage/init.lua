@@ -28,6 +28,7 @@ local rage = {
   null = json.null,
   errors = errors,
   error = errors.raise,
+  http = require("rage.http"),
   c = require("rage.c"),   -- C functions registered by an embedding host
 }
 

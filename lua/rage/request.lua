@@ -7,7 +7,8 @@ local json = require("rage.json")
 local errors = require("rage.errors")
 local params = require("rage.params")
 
-local setmetatable, find, sub, lower, pairs = setmetatable, string.find, string.sub, string.lower, pairs
+local setmetatable, find, sub, lower, pairs, ipairs, type, tonumber = setmetatable, string.find, string.sub, string.lower, pairs, ipairs, type, tonumber
+local match, gmatch = string.match, string.gmatch
 
 local _M = {}
 
@@ -93,6 +94,100 @@ function Request:query()
     self._query = q
   end
   return q
+end
+
+-- The body's params: a form (urlencoded or multipart) or a JSON object; nil for other bodies.
+-- Parsed once. Invalid JSON raises request.invalid_json (answered 400).
+function Request:body_params()
+  local bp = self._body_params
+  if bp ~= nil then return bp or nil end
+  local ct = self:content_type()
+  if ct == "application/x-www-form-urlencoded" then
+    bp = params.parse(self.box:body())
+  elseif ct == "application/json" or (ct and sub(ct, -5) == "+json") then
+    local v = self:json()
+    bp = type(v) == "table" and not (v[1] ~= nil) and v or {}
+    if type(v) == "table" and v[1] ~= nil then bp = {_json = v} end
+  elseif ct == "multipart/form-data" then
+    bp = require("rage.multipart").parse(self)
+  end
+  self._body_params = bp or false
+  return bp
+end
+
+-- Registers fn to run after the response has been sent, in this request's fiber.
+function Request:on_after_response(fn)
+  local list = self.after_response
+  if not list then
+    list = {}
+    self.after_response = list
+  end
+  list[#list + 1] = fn
+end
+
+-- The client's address. X-Forwarded-For is believed only from the proxies listed in
+-- config.trusted_proxies (addresses or IPv4 CIDR ranges): the rightmost untrusted hop wins.
+function Request:remote_ip()
+  local ip = self.box:peer()
+  local trusted = _M.trusted_proxies
+  if not trusted or not ip or not trusted(ip) then return ip end
+  local xff = self.box:header("x-forwarded-for")
+  if not xff then return ip end
+  local hops = {}
+  for hop in gmatch(xff, "[^,%s]+") do hops[#hops + 1] = hop end
+  for i = #hops, 1, -1 do
+    if not trusted(hops[i]) then return hops[i] end
+  end
+  return hops[1] or ip
+end
+
+local FORMATS = {json = "json", html = "html", xml = "xml", csv = "csv", txt = "text", text = "text"}
+
+-- "json", "html", ...: the path's extension if the route had one, else the Accept header.
+function Request:format()
+  local route_format = self.route and self.params_format
+  if route_format then return route_format end
+  local accept = self.box:header("accept")
+  if not accept or find(accept, "*/*", 1, true) and not find(accept, ",", 1, true) then return "html" end
+  if find(accept, "json", 1, true) then return "json" end
+  if find(accept, "html", 1, true) then return "html" end
+  if find(accept, "xml", 1, true) then return "xml" end
+  if find(accept, "text/plain", 1, true) then return "text" end
+  return FORMATS[accept] or "html"
+end
+
+-- Builds the trusted-proxy test from a list of addresses and IPv4 CIDR ranges.
+function _M.trust(list)
+  if not list or #list == 0 then
+    _M.trusted_proxies = nil
+    return
+  end
+  local exact, ranges = {}, {}
+  local function v4(s)
+    local a, b, c, d = match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    if not a then return nil end
+    return ((tonumber(a) * 256 + tonumber(b)) * 256 + tonumber(c)) * 256 + tonumber(d)
+  end
+  for _, entry in ipairs(list) do
+    local addr, bits = match(entry, "^([^/]+)/(%d+)$")
+    if addr and v4(addr) then
+      local size = 2 ^ (32 - tonumber(bits))
+      local base = v4(addr) - v4(addr) % size
+      ranges[#ranges + 1] = {base, size}
+    else
+      exact[entry] = true
+    end
+  end
+  _M.trusted_proxies = function(ip)
+    if exact[ip] then return true end
+    local n = v4(ip)
+    if not n then return false end
+    for i = 1, #ranges do
+      local r = ranges[i]
+      if n >= r[1] and n < r[1] + r[2] then return true end
+    end
+    return false
+  end
 end
 
 -- The body decoded as JSON; raises request.invalid_json (answered 400) when it is not JSON.

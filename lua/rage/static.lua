@@ -90,17 +90,16 @@ local function etag_matches(list, etag)
   return false
 end
 
--- Answers a GET or HEAD for `req` from `root` if a file matches; returns true when it did.
-function _M.serve(req, box, root, opts)
-  local method = req.method
-  if method ~= "GET" and method ~= "HEAD" then return false end
-  local file = _M.resolve(root, req.path)
-  if not file then return false end
-  local headers = {["content-type"] = _M.content_type(file), ["accept-ranges"] = "bytes"}
+-- Sends `file` (resolved, inside its root) for `req` with conditional and range handling.
+-- `headers` is the response header table to complete and send.
+function _M.send(req, file, headers)
+  local box = req.box
+  headers["accept-ranges"] = "bytes"
   local ae = box:header("accept-encoding")
-  if ae and find(lower(ae), "gzip", 1, true) then
+  if ae and find(lower(ae), "gzip", 1, true) and not headers["content-encoding"] then
     local gz = realpath(file .. ".gz")
-    if gz and sub(gz, 1, #root + 1) == root .. "/" and stat(gz) == "file" then
+    local dir = match(file, "^(.*)/[^/]*$")
+    if gz and sub(gz, 1, #dir + 1) == dir .. "/" and stat(gz) == "file" then
       file = gz
       headers["content-encoding"] = "gzip"
     end
@@ -111,10 +110,10 @@ function _M.serve(req, box, root, opts)
   local modified = http_date(mtime)
   headers["etag"] = etag
   headers["last-modified"] = modified
-  if opts and opts.cache_control then headers["cache-control"] = opts.cache_control end
   if req.with_headers then req:with_headers(headers) end
   local inm = box:header("if-none-match")
   if (inm and etag_matches(inm, etag)) or (not inm and box:header("if-modified-since") == modified) then
+    req.status = 304
     box:respond(304, headers, "")
     return true
   end
@@ -125,6 +124,7 @@ function _M.serve(req, box, root, opts)
     local o, l = _M.parse_range(range, size)
     if o == false then
       headers["content-range"] = "bytes */" .. size
+      req.status = 416
       box:respond(416, headers, "")
       return true
     elseif o then
@@ -132,9 +132,21 @@ function _M.serve(req, box, root, opts)
       headers["content-range"] = format("bytes %d-%d/%d", o, o + l - 1, size)
     end
   end
+  req.status = status
   local ok, _, msg = box:send_file(status, headers, file, off, len)
   if not ok then error(msg, 0) end
   return true
+end
+
+-- Answers a GET or HEAD for `req` from `root` if a file matches; returns true when it did.
+function _M.serve(req, box, root, opts)
+  local method = req.method
+  if method ~= "GET" and method ~= "HEAD" then return false end
+  local file = _M.resolve(root, req.path)
+  if not file then return false end
+  local headers = {["content-type"] = _M.content_type(file)}
+  if opts and opts.cache_control then headers["cache-control"] = opts.cache_control end
+  return _M.send(req, file, headers)
 end
 
 -- A middleware serving `dir` (made absolute and canonical once).

@@ -273,8 +273,14 @@ describe("rage.dispatcher", function()
       assert.same({shop_id = "3", id = "7", source = "query", name = "pen"}, res:json())
     end)
 
-    it("do not read bodies that are not forms", function()
-      local res = t.request(a, "POST", "/shops/3/items/7", {json = {name = "pen"}})
+    it("include JSON object bodies, under path parameters", function()
+      local res = t.request(a, "POST", "/shops/3/items/7", {json = {name = "pen", id = "999"}})
+      assert.same({shop_id = "3", id = "7", name = "pen"}, res:json())
+    end)
+
+    it("do not read bodies of other types", function()
+      local res = t.request(a, "POST", "/shops/3/items/7",
+        {body = "name=pen", headers = {["content-type"] = "text/plain"}})
       assert.same({shop_id = "3", id = "7"}, res:json())
     end)
 
