@@ -658,12 +658,14 @@ static int on_headers_complete(llhttp_t *p) {
   }
   if ((p->flags & F_CONTENT_LENGTH) && (p->flags & F_TRANSFER_ENCODING))
     return cb_fail(x, "http.protocol", "the response has both Content-Length and Transfer-Encoding");
-  if (x->max_body && !x->method_head && (p->flags & F_CONTENT_LENGTH) && p->content_length > x->max_body)
+  /* Responses to HEAD, 204 and 304 never have a body, whatever their Content-Length says. */
+  int no_body = x->method_head || status == 204 || status == 304;
+  if (x->max_body && !no_body && (p->flags & F_CONTENT_LENGTH) && p->content_length > x->max_body)
     return cb_fail(x, "http.too_large", "the response body is over the limit");
   x->status = status;
   x->head_done = 1;
   x->state = X_BODY;
-  return x->method_head ? 1 : 0;
+  return no_body ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {

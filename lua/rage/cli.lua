@@ -20,6 +20,8 @@ end
 -- scheduler (rage.sleep and every other wait work in them).
 function _M.test(...)
   local args = {...}
+  -- Specs print their own results; request log lines would drown them (RAGE_LOG_LEVEL overrides).
+  require("rage.log").level(os.getenv("RAGE_LOG_LEVEL") or "warn")
   _G.arg = {[0] = "rage-lua test"}
   for i, a in ipairs(args) do _G.arg[i] = a end
   local exit_code

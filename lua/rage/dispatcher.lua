@@ -157,6 +157,10 @@ function _M.new(app)
         end
       end
     end
+    local cleanup = req.cleanup
+    if cleanup then
+      for i = 1, #cleanup do pcall(cleanup[i]) end
+    end
     if t0 then
       local route = req.route
       log.info(format("%s %s -> %s %d in %.2fms [%s]", method, path,

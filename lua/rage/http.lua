@@ -408,7 +408,8 @@ end
 -- request{method =, url =, headers =, query =, body = | json = | form =, timeout =, redirects =,
 --         stream =, max_body =, max_header_size =, max_headers =, ca_file =, verify =}
 function _M.request(opts)
-  return request(opts, 2)
+  local res = request(opts, 2) -- not a tail call: the caller's frame must stay for error levels
+  return res
 end
 
 local function verb(method)
@@ -420,7 +421,8 @@ local function verb(method)
     end
     o.method = method
     o.url = url
-    return request(o, 2)
+    local res = request(o, 2)
+    return res
   end
 end
 

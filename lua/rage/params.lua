@@ -87,6 +87,8 @@ local function store(t, name, value)
   node[key] = value
 end
 
+_M.store = store
+
 -- Parses an application/x-www-form-urlencoded string (a query string or a form body).
 function _M.parse(s, into)
   local t = into or {}

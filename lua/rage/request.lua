@@ -115,6 +115,16 @@ function Request:body_params()
   return bp
 end
 
+-- Registers fn to run when the request ends, whatever happened (temporary files).
+function Request:on_cleanup(fn)
+  local list = self.cleanup
+  if not list then
+    list = {}
+    self.cleanup = list
+  end
+  list[#list + 1] = fn
+end
+
 -- Registers fn to run after the response has been sent, in this request's fiber.
 function Request:on_after_response(fn)
   local list = self.after_response

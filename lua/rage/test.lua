@@ -102,7 +102,11 @@ end
 
 -- Loads an app directory for specs (without installing it as the server's handler).
 function _M.load(dir)
-  return require("rage.app").load(dir)
+  local log = require("rage.log")
+  local level = log.level()
+  local app = require("rage.app").load(dir)
+  log.level(level)   -- the app's configured level is for serving, not for spec output
+  return app
 end
 
 local function sorted_keys(t)
