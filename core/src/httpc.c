@@ -275,7 +275,7 @@ typedef struct xchg_s {
   /* the request */
   char *host, *ca_file, *origin;
   int port, use_tls, verify;
-  int method_head, idempotent, stream;
+  int method_head, idempotent, stream, no_reuse;
   rage__buf_t req;
   uint64_t t_connect, t_headers, t_idle, t_total;
   size_t max_header_size, max_body;
@@ -301,7 +301,8 @@ typedef struct xchg_s {
   rage__buf_t hbuf;
   hspan_t *spans;
   unsigned nspans, capspans;
-  int in_field, ncl, nte;
+  int in_field, ncl, nte, value_at_end;
+  const char *exec_data, *exec_end; /* the buffer llhttp_execute() is parsing */
   size_t header_bytes, chunk_ext;
   rage__buf_t body;
   size_t body_total, resp_bytes;
@@ -635,7 +636,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   if (x->in_field != 3) {
     s->value_off = (uint32_t)x->hbuf.len;
     x->in_field = 3;
+  } else if (!(at == x->exec_data && x->value_at_end)) {
+    /* llhttp reports one span per value per buffer. A second span of the same value that does
+     * not simply continue a read boundary means bytes were skipped: an obs-fold line. */
+    return cb_fail(x, "http.protocol", "obsolete line folding in a response header");
   }
+  x->value_at_end = at + len == x->exec_end;
   if (has_ctl(at, len)) return cb_fail(x, "http.protocol", "invalid character in a response header value");
   if (add_head_bytes(x, len)) return -1;
   rage__buf_append(&x->hbuf, at, len);
@@ -724,6 +730,8 @@ static void x_parse(xchg_t *x, const char *data, size_t len) {
   }
   if (x->state != X_HEAD && x->state != X_BODY) return;
   x->resp_bytes += len;
+  x->exec_data = data;
+  x->exec_end = data + len;
   llhttp_errno_t e = llhttp_execute(&x->parser, data, len);
   if (e == HPE_OK) return;
   if (e == HPE_PAUSED && x->msg_done) {
@@ -1020,7 +1028,7 @@ static void x_finish(xchg_t *x) {
   x->state = X_DONE;
   x_close_timer(x);
   if (!x->tcp_open || uv_is_closing((uv_handle_t *)&x->tcp)) return;
-  int reusable = x->keep_alive && x->clean && !x->aborted;
+  int reusable = x->keep_alive && x->clean && !x->aborted && !x->no_reuse;
   if (reusable && x->use_tls)
     reusable = x->tls.ssl && BIO_ctrl_pending(x->tls.rbio) == 0 && SSL_pending(x->tls.ssl) == 0;
   if (reusable && (x->tcp.write_queue_size > 0)) reusable = 0;
@@ -1211,6 +1219,7 @@ int rage__httpc_lua_request(lua_State *L) {
   x->method_head = opt_bool(L, "method_head", 0);
   x->idempotent = opt_bool(L, "idempotent", 0);
   x->stream = opt_bool(L, "stream", 0);
+  x->no_reuse = !opt_bool(L, "keepalive", 1);
   x->t_connect = (uint64_t)opt_number(L, "connect_timeout", RAGE_HTTPC_CONNECT_TIMEOUT, 1000);
   x->t_headers = (uint64_t)opt_number(L, "headers_timeout", RAGE_HTTPC_HEADERS_TIMEOUT, 1000);
   x->t_idle = (uint64_t)opt_number(L, "idle_timeout", RAGE_HTTPC_IDLE_TIMEOUT, 1000);

@@ -39,7 +39,7 @@ void rage__httpc_open(lua_State *L, void *rt);
 /*
  * core.http_request(params): starts an exchange and suspends until the response head arrives.
  * params: host, port, tls, verify, ca_file, head (request head bytes), body, method_head,
- * idempotent, stream, connect_timeout, headers_timeout, idle_timeout, total_timeout (seconds,
+ * idempotent, stream, keepalive (false when the request asked the server to close), connect_timeout, headers_timeout, idle_timeout, total_timeout (seconds,
  * false for none), max_header_size, max_headers, max_body (false for none).
  * Returns exchange, status, headers[, body] (body when the whole response is already there and
  * not streamed), or nil, kind, message[, phase]. Upvalue 1 is the runtime.

@@ -3,8 +3,10 @@
  * goes through the public API, which keeps that API complete and honest.
  *
  *   rage-lua run DIR [--port N] [--host H] [--workers N] [--env ENV]
+ *   rage-lua new NAME
  *   rage-lua routes DIR
- *   rage-lua test [PATH...]
+ *   rage-lua console DIR
+ *   rage-lua test [DIR|PATH...]
  *   rage-lua --version | --help
  */
 #include <errno.h>
@@ -21,9 +23,12 @@ static const char usage[] =
     "Usage: rage-lua <command> [options]\n"
     "\n"
     "Commands:\n"
+    "  new NAME           create a new app in NAME\n"
     "  run DIR            serve the app in DIR\n"
     "  routes DIR         print the app's routes\n"
-    "  test [PATH...]     run busted specs inside the runtime (default: spec/)\n"
+    "  console DIR        a Lua console inside the runtime with the app loaded\n"
+    "  test [DIR|PATH...] run busted specs inside the runtime: an app's spec/, or the\n"
+    "                     given paths (default: spec/ in the current directory)\n"
     "\n"
     "Options for run:\n"
     "  --port N           TCP port (default: $PORT or 3000; 0 picks a free port)\n"
@@ -223,6 +228,15 @@ int main(int argc, char **argv) {
     if (argc != 3) return die("usage: rage-lua routes DIR");
     if (check_app_dir(argv[2]) != 0) return 1;
     return cmd_lua("routes", argc - 2, argv + 2, NULL);
+  }
+  if (strcmp(argv[1], "new") == 0) {
+    if (argc != 3) return die("usage: rage-lua new NAME");
+    return cmd_lua("new", 1, argv + 2, NULL);
+  }
+  if (strcmp(argv[1], "console") == 0 || strcmp(argv[1], "c") == 0) {
+    if (argc != 3) return die("usage: rage-lua console DIR");
+    if (check_app_dir(argv[2]) != 0) return 1;
+    return cmd_lua("console", 1, argv + 2, NULL);
   }
   if (strcmp(argv[1], "test") == 0) {
     const char *env = getenv("RAGE_ENV");

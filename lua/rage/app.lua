@@ -123,7 +123,8 @@ function _M.load(dir)
   if dir == "" then dir = "/" end
   local env = core.env
   -- App modules (lib/, app/) can be required by name.
-  package.path = dir .. "/app/?.lua;" .. dir .. "/lib/?.lua;" .. package.path
+  local app_path = dir .. "/app/?.lua;" .. dir .. "/lib/?.lua;"
+  if package.path:sub(1, #app_path) ~= app_path then package.path = app_path .. package.path end
   local config = load_config(dir, env)
   apply_config(config)
   local controllers = load_controllers(dir)
@@ -148,10 +149,82 @@ function _M.load(dir)
   return app
 end
 
+-- ---- development reloading ------------------------------------------------------------------
+
+-- A signature of every app file that loading reads: "path:mtime:size" lines, sorted.
+local function signature(dir)
+  local files = {}
+  local function walk(d)
+    local names = core.scandir(d)
+    if not names then return end
+    for _, name in ipairs(names) do
+      local path = d .. "/" .. name
+      local kind, mtime, size = core.stat(path)
+      if kind == "directory" then
+        walk(path)
+      elseif kind == "file" and name:sub(-4) == ".lua" then
+        files[#files + 1] = path .. ":" .. mtime .. ":" .. size
+      end
+    end
+  end
+  walk(dir .. "/config")
+  walk(dir .. "/app")
+  walk(dir .. "/lib")
+  sort(files)
+  return table.concat(files, "\n")
+end
+
+-- Forgets modules loaded from the app's own folders, so a reload reads them again.
+local function forget_app_modules(dir)
+  local prefix = dir .. "/"
+  for name in pairs(package.loaded) do
+    local path = package.searchpath and package.searchpath(name, package.path)
+    if path and path:sub(1, #prefix) == prefix then package.loaded[name] = nil end
+  end
+end
+
+-- In development, a handler that looks for changed files at most once a second and loads the
+-- app again when one changed. A broken edit answers 500 with the load error (development only)
+-- until it is fixed; the last good app is not used in the meantime.
+local function reloading_handler(dir, app)
+  local current, broken = app.handler, nil
+  local sig = signature(dir)
+  local last_check = core.now()
+  return function(box, method, path, query)
+    local now = core.now()
+    if now - last_check >= 1 then
+      last_check = now
+      local s = signature(dir)
+      if s ~= sig then
+        sig = s
+        forget_app_modules(dir)
+        local ok, fresh = pcall(_M.load, dir)
+        if ok then
+          current, broken = fresh.handler, nil
+          require("rage").app = fresh
+          log.info("reloaded ", dir)
+        else
+          broken = tostring(type(fresh) == "table" and fresh.message or fresh)
+          log.error("reload failed: ", broken)
+        end
+      end
+    end
+    if broken then
+      box:respond(500, {["content-type"] = "text/plain; charset=utf-8"}, "The app failed to load:\n" .. broken .. "\n")
+      return
+    end
+    return current(box, method, path, query)
+  end
+end
+
 -- Boot entry point used by the core: load and serve.
 function _M.boot(dir)
   local app = _M.load(dir)
-  core.set_handler(app.handler)
+  local handler = app.handler
+  if app.env == "development" and app.config.reload ~= false then
+    handler = reloading_handler(app.dir, app)
+  end
+  core.set_handler(handler)
   require("rage").app = app
   return 0
 end

@@ -176,6 +176,7 @@ local function add_header(out, seen, name, value, level)
   if RESERVED[lname] then misuse("header '" .. name .. "' is set by the client", level + 1) end
   seen[lname] = true
   out[#out + 1] = name .. ": " .. value .. "\r\n"
+  if lname == "connection" and find(lower(value), "close", 1, true) then out.close = true end
 end
 
 local function timeouts(params, t, level)
@@ -228,6 +229,7 @@ local function exchange(method, u, url, headers, body, params, stream, follow)
   p.host, p.port, p.tls = u.host, u.port, u.scheme == "https"
   p.method_head = method == "HEAD"
   p.idempotent = IDEMPOTENT[method] or false
+  p.keepalive = not headers.lines.close
   local head = {method, " ", u.target, " HTTP/1.1\r\n"}
   if not headers.seen.host then head[#head + 1] = "Host: " .. u.host_header .. "\r\n" end
   local lines = headers.lines
@@ -380,8 +382,8 @@ local function request(opts, level)
     end
     if origin_of(nu) ~= origin_of(u) then
       -- Credentials never travel to another origin.
-      local lines, seen = {}, {}
       local old = headers.lines
+      local lines, seen = {close = old.close}, {}
       for i = 1, #old do
         local line = old[i]
         local l = lower(match(line, "^[^:]*"))
@@ -392,7 +394,7 @@ local function request(opts, level)
       end
       if headers.seen.host then
         -- A Host header set for the first origin would send the request to the wrong site.
-        local kept = {}
+        local kept = {close = lines.close}
         for i = 1, #lines do
           if lower(match(lines[i], "^[^:]*")) ~= "host" then kept[#kept + 1] = lines[i] end
         end

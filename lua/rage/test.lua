@@ -128,6 +128,14 @@ local function to_query(out, key, v)
   end
 end
 
+-- The app under test: the directory `rage-lua test DIR` was given, or the current one. Loaded
+-- once per spec run.
+local loaded_app
+function _M.app()
+  if not loaded_app then loaded_app = _M.load(_M.root or ".") end
+  return loaded_app
+end
+
 -- request(app, method, target, {headers =, body =, json =, params =}) -> response
 -- `params` go into the query string for GET and HEAD, into a form body otherwise.
 function _M.request(app, method, target, opts)
