@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "runtime.h"
+#include "util.h"
 #include "async.h"
 #include "httpc.h"
 #include "timer.h"
@@ -296,6 +297,19 @@ static int core_log(lua_State *L) {
   return 0;
 }
 
+/* core.log_line(line): writes a complete line (the JSON format) with one write(2). */
+static int core_log_line(lua_State *L) {
+  size_t len;
+  const char *line = luaL_checklstring(L, 1, &len);
+  char stack[2048];
+  char *buf = len + 1 <= sizeof(stack) ? stack : rage__malloc(len + 1);
+  memcpy(buf, line, len);
+  buf[len] = '\n';
+  (void)!write(STDERR_FILENO, buf, len + 1);
+  if (buf != stack) free(buf);
+  return 0;
+}
+
 static int core_log_level(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) rage__log_set_level(luaL_checkint(L, 1));
   lua_pushinteger(L, rage__log_level());
@@ -393,6 +407,7 @@ static const luaL_Reg core_funcs[] = {
     {"configure_server", core_configure_server},
     {"log", core_log},
     {"log_level", core_log_level},
+    {"log_line", core_log_line},
     {"now", core_now},
     {"clock", core_clock},
     {"scandir", core_scandir},

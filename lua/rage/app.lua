@@ -106,9 +106,20 @@ end
 
 local function apply_config(config)
   local lcfg = config.log
-  if type(lcfg) == "table" and lcfg.level then
-    local ok, err = pcall(log.level, lcfg.level)
-    if not ok then fail("config.log.level: " .. tostring(err)) end
+  if lcfg ~= nil and type(lcfg) ~= "table" then fail("config.log must be a table") end
+  if type(lcfg) == "table" then
+    if lcfg.level then
+      local ok, err = pcall(log.level, lcfg.level)
+      if not ok then fail("config.log.level: " .. tostring(err)) end
+    end
+    if lcfg.format then
+      local ok, err = pcall(log.format, lcfg.format)
+      if not ok then fail("config.log.format: " .. tostring(err)) end
+    end
+    if lcfg.sink ~= nil then
+      local ok, err = pcall(log.sink, lcfg.sink)
+      if not ok then fail("config.log.sink: " .. tostring(err)) end
+    end
   end
   if config.server ~= nil then
     if type(config.server) ~= "table" then fail("config.server must be a table") end

@@ -20,6 +20,7 @@ local pairs, find = pairs, string.find
 local new_request = request.new
 local parse_params = params_mod.parse
 local clock = core.clock
+local floor = math.floor
 
 local _M = {}
 
@@ -163,9 +164,14 @@ function _M.new(app)
     end
     if t0 then
       local route = req.route
-      log.info(format("%s %s -> %s %d in %.2fms [%s]", method, path,
-        route and (route.controller and (route.controller .. "#" .. route.action) or "handler") or "-",
-        req.status or 0, (clock() - t0) * 1000, req.id or "-"))
+      local action = route and (route.controller and (route.controller .. "#" .. route.action) or "handler") or "-"
+      local ms = (clock() - t0) * 1000
+      if log.format() == "json" then
+        log.event("info", "request", {method = method, path = path, action = action,
+          status = req.status or 0, duration_ms = floor(ms * 100 + 0.5) / 100})
+      else
+        log.info(format("%s %s -> %s %d in %.2fms", method, path, action, req.status or 0, ms))
+      end
     end
   end
 end

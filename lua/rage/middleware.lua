@@ -45,6 +45,7 @@ function _M.request_id()
     end
     req.id = id
     req:add_header("x-request-id", id)
+    core.locals(true).__request_id = id   -- every log line of this request (and its fibers) carries it
     return nxt(req)
   end
 end
