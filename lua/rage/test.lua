@@ -162,7 +162,9 @@ function _M.request(app, method, target, opts)
   local path, query = target:match("^([^?]*)%??(.*)$")
   local res = setmetatable({headers = {}}, Response)
   local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD"}, Box)
-  app.handler(box, method, path, query ~= "" and query or nil)
+  -- A job of its own, as a real request gets: fiber-local state (request id, log context,
+  -- spawned children) never leaks into the spec that made the request.
+  require("rage.async").spawn(app.handler, box, method, path, query ~= "" and query or nil):wait()
   if res.body == nil and box._chunks then
     -- A stream that failed before finishing: what the client had received.
     res.body = box._head_only and "" or concat(box._chunks)
