@@ -159,6 +159,13 @@ function Base:send_file(path, opts)
   static.send(self.request, real, self.request:with_headers(h))
 end
 
+-- url_for("photo", {id = 1}) -> "/photos/1": the app's named routes.
+function Base:url_for(name, params)
+  local app = require("rage").app
+  if not app then error("url_for: no app is loaded", 2) end
+  return app.router:url_for(name, params)
+end
+
 function Base:is_rendered()
   return self.__rendered == true
 end
