@@ -161,9 +161,7 @@ end
 
 -- url_for("photo", {id = 1}) -> "/photos/1": the app's named routes.
 function Base:url_for(name, params)
-  local app = require("rage").app
-  if not app then error("url_for: no app is loaded", 2) end
-  return app.router:url_for(name, params)
+  return self.request.app.router:url_for(name, params)
 end
 
 function Base:is_rendered()
