@@ -355,7 +355,8 @@ static int core_stat(lua_State *L) {
   if (strlen(path) != len) return 0; /* an embedded NUL names no file */
   if (stat(path, &st) != 0) return 0;
   lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
-  lua_pushnumber(L, (lua_Number)st.st_mtime);
+  /* Nanoseconds count: an edit within the same second must still show (reloading). */
+  lua_pushnumber(L, (lua_Number)st.st_mtim.tv_sec + (lua_Number)st.st_mtim.tv_nsec / 1e9);
   lua_pushnumber(L, (lua_Number)st.st_size);
   return 3;
 }

@@ -9,6 +9,7 @@
 #include "tls.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>

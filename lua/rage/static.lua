@@ -9,7 +9,7 @@ local core = require("rage.core")
 local params = require("rage.params")
 
 local find, sub, lower, match, format, gmatch = string.find, string.sub, string.lower, string.match, string.format, string.gmatch
-local tonumber, type, date = tonumber, type, os.date
+local tonumber, type, date, floor = tonumber, type, os.date, math.floor
 local realpath, stat = core.realpath, core.stat
 
 local _M = {}
@@ -106,6 +106,7 @@ function _M.send(req, file, headers)
   end
   headers["vary"] = "Accept-Encoding"
   local _, mtime, size = stat(file)
+  mtime = floor(mtime)
   local etag = format('"%x-%x%s"', size, mtime, headers["content-encoding"] and "-gz" or "")
   local modified = http_date(mtime)
   headers["etag"] = etag

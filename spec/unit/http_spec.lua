@@ -499,6 +499,12 @@ describe("rage.http", function()
       assert.is_true(dt >= 0.095 and dt < 0.18, "took " .. dt)
     end)
 
+    it("a controller's two 100 ms upstream calls through rage.await take about 100 ms", function()
+      local e = http.get(app.url .. "/fanout"):json()
+      assert.same({100, 100}, {e.a, e.b})
+      assert.is_true(e.elapsed_ms >= 95 and e.elapsed_ms < 180, "took " .. e.elapsed_ms .. " ms")
+    end)
+
     it("1,000 sequential requests leave no fd behind", function()
       http.get(app.url .. "/hello")
       local fds = upstreams.fd_count()

@@ -6,4 +6,5 @@ return function(r)
   r:match("/redirect", "upstream#redirect", {via = "all"})
   r:get("/status", "upstream#status")
   r:get("/hello", "upstream#hello")
+  r:get("/fanout", "upstream#fanout")
 end

@@ -53,6 +53,17 @@ function Upstream:status()
   self:render{plain = "status", status = tonumber(self.params.code) or 200}
 end
 
+-- /fanout: a controller that calls this same app twice at once (/sleep?ms=100 each) through
+-- rage.await and reports how long the pair took.
+function Upstream:fanout()
+  local base = "http://" .. self.request:host()
+  local t0 = rage.clock()
+  local a, b = rage.await(
+    function() return rage.http.get(base .. "/sleep?ms=100"):json() end,
+    function() return rage.http.get(base .. "/sleep?ms=100"):json() end)
+  self:render{json = {a = a.slept_ms, b = b.slept_ms, elapsed_ms = (rage.clock() - t0) * 1000}}
+end
+
 function Upstream:hello()
   self:render{plain = "hello"}
 end
