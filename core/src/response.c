@@ -90,14 +90,24 @@ int rage__valid_token(const char *s, size_t len) {
   return 1;
 }
 
+/* Bytes allowed in a field value: HTAB, SP through '~', and obs-text (0x80-0xff). */
+static const unsigned char field_ok[256] = {
+    ['\t'] = 1,
+#define R16(b) [b] = 1, [b + 1] = 1, [b + 2] = 1, [b + 3] = 1, [b + 4] = 1, [b + 5] = 1, [b + 6] = 1, \
+               [b + 7] = 1, [b + 8] = 1, [b + 9] = 1, [b + 10] = 1, [b + 11] = 1, [b + 12] = 1, \
+               [b + 13] = 1, [b + 14] = 1, [b + 15] = 1
+    R16(0x20), R16(0x30), R16(0x40), R16(0x50), R16(0x60),
+    [0x70] = 1, [0x71] = 1, [0x72] = 1, [0x73] = 1, [0x74] = 1, [0x75] = 1, [0x76] = 1, [0x77] = 1,
+    [0x78] = 1, [0x79] = 1, [0x7a] = 1, [0x7b] = 1, [0x7c] = 1, [0x7d] = 1, [0x7e] = 1,
+    R16(0x80), R16(0x90), R16(0xa0), R16(0xb0), R16(0xc0), R16(0xd0), R16(0xe0), R16(0xf0),
+#undef R16
+};
+
 int rage__valid_field_value(const char *s, size_t len) {
   const unsigned char *u = (const unsigned char *)s;
-  for (size_t i = 0; i < len; i++) {
-    /* Control characters except HTAB, and DEL: (c - 0x20) wraps for c < 0x20. */
-    unsigned char c = u[i];
-    if ((unsigned char)(c - 0x20) >= 0x5f && c < 0x80 && c != '\t') return 0;
-  }
-  return 1;
+  unsigned char ok = 1;
+  for (size_t i = 0; i < len; i++) ok &= field_ok[u[i]];
+  return ok;
 }
 
 /* Writes `v` in decimal at `w`; returns the end. */

@@ -9,7 +9,7 @@ local core = require("rage.core")
 local params = require("rage.params")
 
 local find, sub, lower, match, format, gmatch = string.find, string.sub, string.lower, string.match, string.format, string.gmatch
-local tonumber, type, date, floor = tonumber, type, os.date, math.floor
+local tonumber, type, date, floor, ipairs = tonumber, type, os.date, math.floor, ipairs
 local realpath, stat = core.realpath, core.stat
 
 local _M = {}
@@ -150,11 +150,28 @@ function _M.serve(req, box, root, opts)
   return _M.send(req, file, headers)
 end
 
--- A middleware serving `dir` (made absolute and canonical once).
+-- A middleware serving `dir` (made absolute and canonical once). To keep requests for dynamic
+-- routes free of file system calls, it remembers the names at the top of the folder (read again
+-- at most once a second) and looks for a file only when the path's first segment is one of them.
 function _M.middleware(dir, opts)
   local root = realpath(dir)
   if not root then return nil end
+  local names, checked = {}, -1
+  local function refresh()
+    local now = core.now()
+    if now - checked < 1 then return end
+    checked = now
+    names = {}
+    for _, n in ipairs(core.scandir(root) or {}) do names[n] = true end
+  end
   return function(req, nxt)
+    local method = req.method
+    if method ~= "GET" and method ~= "HEAD" then return nxt(req) end
+    refresh()
+    local first = match(req.path, "^/([^/]*)")
+    if first and first ~= "" and not names[first] and not find(first, "%", 1, true) then
+      return nxt(req)
+    end
     if _M.serve(req, req.box, root, opts) then
       req.status = req.status or 200
       return
