@@ -107,7 +107,8 @@ end
 
 function _M.stack(app)
   local config = app.config
-  local mws = {_M.request_id()}
+  local mws = {}
+  if config.request_id ~= false then mws[1] = _M.request_id() end
   if config.cors then mws[#mws + 1] = _M.cors(config.cors) end
   if config.static ~= false then
     local dir = type(config.static) == "table" and config.static.dir or (app.dir .. "/public")
