@@ -34,6 +34,16 @@ end
 local Handle = {}
 Handle.__index = Handle
 
+-- Appends v to the list t[key], creating the list on first use.
+local function push(t, key, v)
+  local list = t[key]
+  if not list then
+    list = {}
+    t[key] = list
+  end
+  list[#list + 1] = v
+end
+
 local detached = {}   -- handle -> true while a detached fiber runs
 local ndetached = 0
 
@@ -72,14 +82,7 @@ function _M.spawn(f, ...)
   local h = setmetatable({_state = "running"}, Handle)
   local scope = core_locals(false)
   h._fiber = core_spawn(run, h, f, ...)
-  if h._state == "running" and scope then
-    local children = scope.__children
-    if not children then
-      children = {}
-      scope.__children = children
-    end
-    children[#children + 1] = h
-  end
+  if h._state == "running" and scope then push(scope, "__children", h) end
   return h
 end
 
@@ -92,12 +95,7 @@ end
 function Handle:wait()
   if self._state == "running" then
     local w = core_waiter()
-    local ws = self._waiters
-    if not ws then
-      ws = {}
-      self._waiters = ws
-    end
-    ws[#ws + 1] = w
+    push(self, "_waiters", w)
     local ok, kind, msg = w:wait()
     if not ok then
       raise(kind, msg, 2)
@@ -152,14 +150,7 @@ local function wait_any(hs)
   local w = core_waiter()
   for i = 1, #hs do
     local h = hs[i]
-    if h._state == "running" then
-      local ws = h._waiters
-      if not ws then
-        ws = {}
-        h._waiters = ws
-      end
-      ws[#ws + 1] = w
-    end
+    if h._state == "running" then push(h, "_waiters", w) end
   end
   local ok, kind, msg = w:wait()
   -- Forget this waiter in the handles that did not settle.
