@@ -388,12 +388,6 @@ static int core_active_fibers(lua_State *L) {
   return 1;
 }
 
-static int core_stop(lua_State *L) {
-  rage_runtime_t *rt = RT(L);
-  rage_runtime_stop(rt);
-  return 0;
-}
-
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
     {"spawn", rage__async_lua_spawn},
@@ -416,7 +410,6 @@ static const luaL_Reg core_funcs[] = {
     {"realpath", core_realpath},
     {"fiber", core_fiber},
     {"active_fibers", core_active_fibers},
-    {"stop", core_stop},
     {NULL, NULL},
 };
 
