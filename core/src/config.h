@@ -49,4 +49,31 @@
 /* Per-request arena: the first block is embedded in the request, larger ones are malloc'd. */
 #define RAGE_ARENA_BLOCK 1024
 
+/* ---- HTTP client (httpc.c, rage.http) ----------------------------------------------------- */
+
+/* Defaults of an exchange; each can be changed per request. Times in milliseconds. */
+#define RAGE_HTTPC_CONNECT_TIMEOUT 10000       /* DNS, TCP connect and TLS handshake */
+#define RAGE_HTTPC_HEADERS_TIMEOUT 30000       /* request sent to complete response head */
+#define RAGE_HTTPC_IDLE_TIMEOUT 30000          /* between two reads */
+#define RAGE_HTTPC_TOTAL_TIMEOUT 120000        /* the whole exchange */
+#define RAGE_HTTPC_MAX_HEADER_SIZE (32 * 1024)
+#define RAGE_HTTPC_MAX_HEADERS 100
+#define RAGE_HTTPC_MAX_BODY (16 * 1024 * 1024) /* buffered bodies; streamed ones are unlimited */
+
+/* Defaults of the keep-alive pool and the DNS cache; each can be changed with
+ * rage.http.configure(). Times in milliseconds. */
+#define RAGE_HTTPC_POOL_PER_ORIGIN 16 /* idle connections kept per origin */
+#define RAGE_HTTPC_POOL_TOTAL 256     /* idle connections kept in all */
+#define RAGE_HTTPC_POOL_IDLE 30000    /* an idle connection older than this is closed */
+#define RAGE_HTTPC_DNS_TTL 5000       /* how long a resolved name is reused */
+
+/* Fixed limits of the client. */
+#define RAGE_HTTPC_DNS_CACHE 64                   /* names kept */
+#define RAGE_HTTPC_MAX_ADDRS 4                    /* addresses kept and tried per name */
+#define RAGE_HTTPC_MAX_CHUNK_EXT (16 * 1024)      /* chunk extension bytes in one chunk */
+#define RAGE_HTTPC_STREAM_HIGH_WATER (256 * 1024) /* unread streamed bytes before reading pauses */
+/* Bytes of one socket read, and of the decrypted TLS bytes taken from it at a time: two buffers
+ * of this size per runtime, shared by all its exchanges. */
+#define RAGE_HTTPC_READ_SIZE (64 * 1024)
+
 #endif /* RAGE_CONFIG_H */

@@ -39,4 +39,9 @@ function Pages:chunks()
   end)
 end
 
+-- A permanent redirect to a path on this host.
+function Pages:moved()
+  self:redirect_to("/", {status = "moved_permanently"})
+end
+
 return Pages
