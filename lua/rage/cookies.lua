@@ -394,6 +394,17 @@ local function put(st, name, line, level)
   st.pending[name] = line
 end
 
+-- The value of cookie `name` read in `mode`: as sent for a plain cookie; verified or decrypted,
+-- then checked for its purpose and expiry, for the others (nil when any check fails).
+function State:read(mode, name)
+  local raw = self:raw(name)
+  if raw == nil or mode == "plain" then return raw end
+  local keys = self:settings():keys()
+  local text
+  if mode == "signed" then text = verify(keys, raw) else text = open(keys, raw) end
+  return text and unwrap(text, name) or nil
+end
+
 -- Writes cookie `name` in `mode` ("plain", "signed" or "encrypted"); `value` is a string for a
 -- plain cookie and any JSON value otherwise. Used by the jars below and by rage.session.
 function State:write(mode, name, value, opts, permanent, level, what)
@@ -522,15 +533,7 @@ end
 
 local function read(jar, name, level)
   if type(name) ~= "string" then error("cookies: cookie names are strings", level + 1) end
-  local st = state(rawget(jar, REQ))
-  local raw = st:raw(name)
-  if raw == nil then return nil end
-  local kind = rawget(jar, MODE).kind
-  if kind == "plain" then return raw end
-  local keys = st:settings():keys()
-  local text
-  if kind == "signed" then text = verify(keys, raw) else text = open(keys, raw) end
-  return text and unwrap(text, name) or nil
+  return state(rawget(jar, REQ)):read(rawget(jar, MODE).kind, name)
 end
 
 -- jar:get(name): the cookie's value (nil when absent, or for signed and encrypted cookies when
