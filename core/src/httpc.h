@@ -11,26 +11,15 @@
  * The pool and the caches belong to the Lua state (one per runtime): rage__httpc_open()
  * anchors them in the registry and they are freed when the state closes. Idle pooled
  * connections hold a bare socket (no libuv handle), so freeing them needs no loop iteration.
+ *
+ * The defaults and limits are the RAGE_HTTPC_* values of config.h. The implementation is
+ * httpc.c (exchanges and these bindings), httpc_pool.c and httpc_parse.c; httpc_internal.h
+ * declares what they share.
  */
 #ifndef RAGE_HTTPC_H
 #define RAGE_HTTPC_H
 
 #include <lua.h>
-
-/* Defaults; every one can be changed per request or with rage.http.configure(). Times in ms. */
-#define RAGE_HTTPC_CONNECT_TIMEOUT 10000  /* DNS, TCP connect and TLS handshake */
-#define RAGE_HTTPC_HEADERS_TIMEOUT 30000  /* request sent to complete response head */
-#define RAGE_HTTPC_IDLE_TIMEOUT 30000     /* between two reads */
-#define RAGE_HTTPC_TOTAL_TIMEOUT 120000   /* the whole exchange */
-#define RAGE_HTTPC_MAX_HEADER_SIZE (32 * 1024)
-#define RAGE_HTTPC_MAX_HEADERS 100
-#define RAGE_HTTPC_MAX_BODY (16 * 1024 * 1024) /* buffered bodies; streamed ones are unlimited */
-#define RAGE_HTTPC_POOL_PER_ORIGIN 16     /* idle connections kept per origin */
-#define RAGE_HTTPC_POOL_TOTAL 256         /* idle connections kept in all */
-#define RAGE_HTTPC_POOL_IDLE 30000        /* an idle connection older than this is closed */
-#define RAGE_HTTPC_DNS_TTL 5000           /* how long a resolved name is reused */
-#define RAGE_HTTPC_DNS_CACHE 64           /* names kept */
-#define RAGE_HTTPC_STREAM_HIGH_WATER (256 * 1024) /* unread streamed bytes before reading pauses */
 
 /* Creates the client state of this Lua state and the metatable of exchange objects. `rt` is
  * the runtime, the upvalue of the methods. */
@@ -39,8 +28,9 @@ void rage__httpc_open(lua_State *L, void *rt);
 /*
  * core.http_request(params): starts an exchange and suspends until the response head arrives.
  * params: host, port, tls, verify, ca_file, head (request head bytes), body, method_head,
- * idempotent, stream, keepalive (false when the request asked the server to close), connect_timeout, headers_timeout, idle_timeout, total_timeout (seconds,
- * false for none), max_header_size, max_headers, max_body (false for none).
+ * idempotent, stream, keepalive (false when the request asked the server to close),
+ * connect_timeout, headers_timeout, idle_timeout, total_timeout (seconds, false for none),
+ * max_header_size, max_headers, max_body (false for none).
  * Returns exchange, status, headers[, body] (body when the whole response is already there and
  * not streamed), or nil, kind, message[, phase]. Upvalue 1 is the runtime.
  *

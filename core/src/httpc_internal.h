@@ -105,8 +105,9 @@ typedef struct rage__xchg_s {
 /* ---- httpc.c ---------------------------------------------------------------------------- */
 
 /* Ends the exchange with an error of `kind` ("http.closed", ...) unless it has already ended,
- * or retries it once on a fresh connection when a reused one turned out closed. Resources are
- * released at once; the waiting fiber learns of it from the next progress check. */
+ * or retries it once on a fresh connection when a reused one turned out closed. The connection
+ * and the timer are closed at once; the fiber is never resumed from here, but by x_progress() at
+ * the end of the current callback (or the Lua call sees the failure when it returns). */
 void rage__xchg_fail(rage__xchg_t *x, const char *kind, const char *phase, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
