@@ -13,9 +13,9 @@
 -- rage.router.util (what they share, misuse errors included).
 --
 -- A router's fields: _entries (one per route, in definition order, for compile and url_for),
--- _list (the route tables routes() copies), _names (route name → entry), and once compiled
--- _static (the static hash; nil until then), _root (the tree), _has_head and uses_host; _state is
--- the scratch space of its searches.
+-- _list (the route tables routes() copies) and _names (route name → entry), which the DSL fills;
+-- _static (the static hash, nil until compile()), _root (the tree), _has_head and uses_host,
+-- which compile() sets; and _state, the scratch space of its searches.
 
 local type, pairs, setmetatable, getmetatable = type, pairs, setmetatable, getmetatable
 local rep = string.rep
