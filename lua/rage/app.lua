@@ -13,6 +13,7 @@ local controller = require("rage.controller")
 local dispatcher = require("rage.dispatcher")
 local errors = require("rage.errors")
 local log = require("rage.log")
+local cookies = require("rage.cookies")
 
 local loadfile, unpack, type, pairs, ipairs, tostring, sort, pcall, xpcall =
   loadfile, unpack, type, pairs, ipairs, tostring, table.sort, pcall, xpcall
@@ -126,6 +127,21 @@ local function apply_config(config)
     local ok, err = pcall(core.configure_server, config.server)
     if not ok then fail("config.server: " .. tostring(err):gsub("^.-:%d+: ", "")) end
   end
+  local proxies = config.trusted_proxies
+  if proxies ~= nil then
+    if type(proxies) ~= "table" then fail("config.trusted_proxies must be a list of addresses") end
+    for i, p in ipairs(proxies) do
+      if type(p) ~= "string" then fail("config.trusted_proxies[" .. i .. "] must be a string") end
+    end
+  end
+  require("rage.request").trust(proxies)
+end
+
+-- secret_key_base and the session settings; outside development and test, no secret, no boot.
+local function cookie_settings(dir, env, config)
+  local ok, settings = pcall(cookies.settings, dir, env, config)
+  if not ok then fail(tostring(settings)) end
+  return settings
 end
 
 -- Loads the app in `dir` and installs its request handler. Returns the app table.
@@ -138,6 +154,7 @@ function _M.load(dir)
   if package.path:sub(1, #app_path) ~= app_path then package.path = app_path .. package.path end
   local config = load_config(dir, env)
   apply_config(config)
+  local cookie_conf = cookie_settings(dir, env, config)
   local controllers = load_controllers(dir)
   local routes_path = dir .. "/config/routes.lua"
   local draw = run_file(routes_path)
@@ -153,7 +170,8 @@ function _M.load(dir)
   router:compile()
   ok, err = pcall(dispatcher.prepare, router, controllers)
   if not ok then fail(routes_path .. ": " .. tostring(err)) end
-  local app = {dir = dir, env = env, config = config, router = router, controllers = controllers}
+  local app = {dir = dir, env = env, config = config, router = router, controllers = controllers,
+               cookie_settings = cookie_conf}
   ok, err = pcall(function() app.middleware = require("rage.middleware").stack(app) end)
   if not ok then fail(tostring(type(err) == "table" and err.message or err)) end
   app.handler = dispatcher.new(app)

@@ -11,11 +11,16 @@
 
 local json = require("rage.json")
 local errors = require("rage.errors")
+local cookies = require("rage.cookies")
+local session = require("rage.session")
+local crypto = require("rage.crypto")
 
 local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall =
   setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall
 local lower, concat, traceback = string.lower, table.concat, debug.traceback
 local json_encode = json.encode
+local find, floor, sort = string.find, math.floor, table.sort
+local new_jar, new_session = cookies.jar, session.new
 
 local _M = {}
 
@@ -118,7 +123,7 @@ function Base:stream(fn, opts)
   self.status = opts.status and status_code(opts.status, 2) or 200
   self.__rendered = true
   self.__streamed = true
-  box:stream_start(self.status, h)
+  box:stream_start(self.status, self.request:with_headers(h))
   local function write(data)
     local ok, kind, msg = box:write(tostring(data))
     if not ok then errors.raise(kind, msg, nil, 2) end
@@ -194,6 +199,117 @@ function Base:redirect_to(url, opts)
     end
   end
   self:head(opts.status or 302, {location = url})
+end
+
+-- ---- session, tokens, conditional GET -----------------------------------------------------
+-- self.cookies and self.session are rage.cookies and rage.session; Set-Cookie lines go out with
+-- whatever response the action gives.
+
+-- reset_session(): empties the session; its cookie is deleted as the response goes out.
+function Base:reset_session()
+  session.reset(self.request)
+end
+
+-- authenticate_with_token(fn, {realm = "Application"}): calls fn(token) with the request's
+-- bearer token and returns what fn returns (who the token belongs to). Without a token, or when
+-- fn returns nil or false, answers 401 with a "WWW-Authenticate: Bearer" challenge, which halts
+-- a before_action chain, and returns nil. fn should compare secrets with crypto.secure_compare.
+function Base:authenticate_with_token(fn, opts)
+  if type(fn) ~= "function" then error("authenticate_with_token expects a function(token)", 2) end
+  local realm = opts and opts.realm or "Application"
+  if type(realm) ~= "string" or find(realm, '[%z\1-\31\127"\\]') then
+    error("authenticate_with_token: the realm must be a string without quotes, '\\' or control characters", 2)
+  end
+  local token = self.request:bearer_token()
+  if token then
+    local who = fn(token)
+    if who then return who end
+  end
+  if not self.__rendered then
+    local challenge = 'Bearer realm="' .. realm .. '"' .. (token and ', error="invalid_token"' or "")
+    self:render{plain = "Unauthorized\n", status = 401, headers = {["www-authenticate"] = challenge}}
+  end
+  return nil
+end
+
+-- A deterministic text for any value (table keys sorted), the source of a computed ETag.
+local function etag_source(v, out, depth)
+  local t = type(v)
+  if t ~= "table" then
+    out[#out + 1] = t .. ":" .. tostring(v) .. ";"
+    return
+  end
+  if depth > 32 then error("is_stale: the etag value is nested too deeply", 0) end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "string" or ta == "number" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  out[#out + 1] = "{"
+  for _, k in ipairs(keys) do
+    etag_source(k, out, depth + 1)
+    etag_source(v[k], out, depth + 1)
+  end
+  out[#out + 1] = "}"
+end
+
+-- is_stale{etag =, last_modified =, public = false}: Rails' stale?. Sets ETag and
+-- Last-Modified (os.time()); when the request's If-None-Match (or, without it,
+-- If-Modified-Since) shows the client's copy is current, answers 304 and returns false.
+-- An etag that is already an entity tag ('"v1"', 'W/"v1"') is sent as given; any other value
+-- (a string, number or table) gives a strong tag from the SHA-256 of its contents.
+-- Cache-Control becomes "public" with public = true, else "max-age=0, private,
+-- must-revalidate" unless the action set one.
+local function conditional(self, opts, what, level)
+  level = level + 1
+  if type(opts) ~= "table" then
+    error(what .. " expects a table: " .. what .. "{etag = ..., last_modified = ...}", level)
+  end
+  local etag, modified = opts.etag, opts.last_modified
+  if etag == nil and modified == nil then error(what .. " needs etag or last_modified", level) end
+  local h = self.headers
+  if etag ~= nil then
+    local t = type(etag)
+    if t == "function" or t == "userdata" or t == "thread" or t == "cdata" then
+      error(what .. ": etag must be a string, a number or a table", level)
+    end
+    if not (t == "string" and (find(etag, '^"[!#-~]*"$') or find(etag, '^W/"[!#-~]*"$'))) then
+      local out = {}
+      etag_source(etag, out, 0)
+      etag = '"' .. crypto.hex(crypto.sha256(concat(out))) .. '"'
+    end
+    h.etag = etag
+  end
+  if modified ~= nil then
+    if type(modified) ~= "number" or modified ~= modified then
+      error(what .. ": last_modified must be a time (os.time())", level)
+    end
+    modified = floor(modified)
+    h["last-modified"] = cookies.http_date(modified)
+  end
+  if opts.public then
+    h["cache-control"] = "public"
+  elseif not h["cache-control"] then
+    h["cache-control"] = "max-age=0, private, must-revalidate"
+  end
+  if self.request:is_fresh(etag, modified) then
+    self:head(304)
+    return false
+  end
+  return true
+end
+
+function Base:is_stale(opts)
+  return (conditional(self, opts, "is_stale", 2))
+end
+
+-- fresh_when{...}: the same without a result, for an action that renders only when stale:
+-- `self:fresh_when{etag = post}; if not self:is_rendered() then self:render{...} end`.
+function Base:fresh_when(opts)
+  conditional(self, opts, "fresh_when", 2)
 end
 
 
@@ -426,7 +542,8 @@ function _M.compile(class, action)
       return traceback(tostring(err), 2)
     end
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = {}}, class)
+      local self = setmetatable({request = req, params = params, headers = {},
+                                 cookies = new_jar(req), session = new_session(req)}, class)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
@@ -439,7 +556,8 @@ function _M.compile(class, action)
     end
   else
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = {}}, class)
+      local self = setmetatable({request = req, params = params, headers = {},
+                                 cookies = new_jar(req), session = new_session(req)}, class)
       chain(self)
       return self
     end

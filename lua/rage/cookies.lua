@@ -27,8 +27,8 @@ local core = require("rage.core")
 local log = require("rage.log")
 local ffi = require("ffi")
 
-local setmetatable, rawget, type, tostring, tonumber, error, pairs, ipairs, pcall, next =
-  setmetatable, rawget, type, tostring, tonumber, error, pairs, ipairs, pcall, next
+local setmetatable, rawget, type, tostring, tonumber, error, pairs, ipairs, pcall =
+  setmetatable, rawget, type, tostring, tonumber, error, pairs, ipairs, pcall
 local find, sub, gsub, match, gmatch, lower, format, byte, char =
   string.find, string.sub, string.gsub, string.match, string.gmatch, string.lower, string.format,
   string.byte, string.char
@@ -121,6 +121,7 @@ local check_options   -- defined below
 -- secret_key_base comes from $SECRET_KEY_BASE, else config.secret_key_base; it must have at
 -- least 64 characters. Only development and test may go without one. Raises a message.
 function _M.settings(dir, env, config)
+  dir = core.realpath(dir) or dir
   local secret, source = os.getenv("SECRET_KEY_BASE"), "SECRET_KEY_BASE"
   if secret == "" then secret = nil end
   if secret == nil then secret, source = config.secret_key_base, "config.secret_key_base" end
@@ -174,7 +175,8 @@ end
 
 local function check_name(name, level)
   if type(name) ~= "string" or not find(name, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-    error("cookies: invalid cookie name " .. format("%q", tostring(name)) ..
+    local shown = gsub(tostring(name), "[%c\"\\\128-\255]", function(c) return format("\\%d", byte(c)) end)
+    error("cookies: invalid cookie name \"" .. shown .. "\"" ..
       " (letters, digits and !#$%&'*+-.^_`|~ only)", level + 1)
   end
 end
@@ -189,6 +191,14 @@ local function unescape(v)
   return (gsub(v, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
 end
 
+-- `s` without blanks around it, in linear time: the header comes from the client, and a pattern
+-- with a lazy middle ("^%s*(.-)%s*$") backtracks quadratically over a long run of blanks.
+local function trim(s)
+  local i = find(s, "[^ \t]")
+  if not i then return "" end
+  return match(s, "^.*[^ \t]", i)
+end
+
 -- The Cookie header as {name = value}: pairs split on ';', blanks trimmed, quotes around a value
 -- removed, values percent-decoded; the first of two pairs with one name wins (browsers send the
 -- most specific path first); pairs without '=' or a name are skipped.
@@ -196,8 +206,10 @@ function _M.parse(header)
   local out = {}
   if type(header) ~= "string" then return out end
   for pair in gmatch(header, "[^;]+") do
-    local k, v = match(pair, "^[ \t]*([^=]-)[ \t]*=[ \t]*(.-)[ \t]*$")
+    local eq = find(pair, "=", 1, true)
+    local k = eq and trim(sub(pair, 1, eq - 1))
     if k and k ~= "" and out[k] == nil then
+      local v = trim(sub(pair, eq + 1))
       if #v >= 2 and byte(v, 1) == 34 and byte(v, -1) == 34 then v = sub(v, 2, -2) end
       out[k] = unescape(v)
     end
@@ -215,8 +227,9 @@ local function bool_option(opts, k, level)
   return v
 end
 
--- Checks `opts` for cookie `name` and returns the attribute string ("; Path=/; ..."), the
--- absolute expiry (or nil) and max_age (or nil). `permanent` sets expires 20 years ahead.
+-- Checks `opts` for cookie `name` and returns the attribute string ("; Path=/; ...") and the
+-- time the cookie expires (the earlier of expires and max_age), or nil for a browser-session
+-- cookie. `permanent` sets expires 20 years ahead.
 local function attributes(name, opts, https, permanent, level)
   level = level + 1
   if opts ~= nil and type(opts) ~= "table" then error("cookies: options must be a table", level) end
@@ -387,7 +400,7 @@ function State:https()
 end
 
 local function put(st, name, line, level)
-  if st.committed and not st.committing then
+  if not st.committing and (st.committed or st.req.box:responded()) then
     error("cookies: the response was already sent; cookies must be set before it", level + 1)
   end
   if st.pending[name] == nil then st.order[#st.order + 1] = name end
@@ -402,7 +415,8 @@ function State:read(mode, name)
   local keys = self:settings():keys()
   local text
   if mode == "signed" then text = verify(keys, raw) else text = open(keys, raw) end
-  return text and unwrap(text, name) or nil
+  if not text then return nil end
+  return unwrap(text, name)
 end
 
 -- Writes cookie `name` in `mode` ("plain", "signed" or "encrypted"); `value` is a string for a
@@ -427,7 +441,9 @@ function State:write(mode, name, value, opts, permanent, level, what)
       error("cookies: a " .. t .. " cannot be stored in a cookie", level)
     end
     local ok, text = pcall(json.encode, value)
-    if not ok then error("cookies: the value cannot be stored as JSON: " .. tostring(text and text.message or text), level) end
+    if not ok then
+      error("cookies: the value cannot be stored as JSON: " .. tostring(text and text.message or text), level)
+    end
     local keys = self:settings():keys()
     text = wrap(text, name, exp)
     value = mode == "signed" and sign(keys, text) or seal(keys, text)
@@ -494,7 +510,9 @@ end
 
 -- self.cookies is a view of the request's state in one mode; .signed, .encrypted and .permanent
 -- give the other views. Names that are methods (get, set, delete, all, signed, encrypted,
--- permanent) are reached with :get(name) and :set(name, value).
+-- permanent) are reached with :get(name) and :set(name, value). A view keeps the request and
+-- its mode under private keys no name can reach; the plain view every controller instance gets
+-- holds only the request.
 local REQ, MODE = {}, {}
 
 local MODES = {}
@@ -509,6 +527,10 @@ end
 
 local Jar = {}
 local methods = {}
+
+local function mode_of(jar)
+  return rawget(jar, MODE) or MODES.plain
+end
 local PROPERTIES = {signed = true, encrypted = true, permanent = true}
 
 local function view(req, mode)
@@ -528,12 +550,12 @@ end
 
 -- The controller's self.cookies for `req`: made without touching the request until it is used.
 function _M.jar(req)
-  return setmetatable({[REQ] = req, [MODE] = MODES.plain}, Jar)
+  return setmetatable({[REQ] = req}, Jar)
 end
 
 local function read(jar, name, level)
   if type(name) ~= "string" then error("cookies: cookie names are strings", level + 1) end
-  return state(rawget(jar, REQ)):read(rawget(jar, MODE).kind, name)
+  return state(rawget(jar, REQ)):read(mode_of(jar).kind, name)
 end
 
 -- jar:get(name): the cookie's value (nil when absent, or for signed and encrypted cookies when
@@ -545,7 +567,7 @@ end
 -- jar:set(name, value, opts): sets a cookie; opts are path, domain, expires, max_age, secure,
 -- httponly, samesite and partitioned. A nil value deletes it.
 function methods.set(jar, name, value, opts)
-  local mode = rawget(jar, MODE)
+  local mode = mode_of(jar)
   local st = state(rawget(jar, REQ))
   if value == nil then
     st:delete(name, opts, 2)
@@ -571,7 +593,7 @@ end
 Jar.__index = function(jar, k)
   local m = methods[k]
   if m then return m end
-  if PROPERTIES[k] then return view(rawget(jar, REQ), rawget(jar, MODE).to[k]) end
+  if PROPERTIES[k] then return view(rawget(jar, REQ), mode_of(jar).to[k]) end
   return read(jar, k, 2)
 end
 
@@ -579,7 +601,7 @@ Jar.__newindex = function(jar, k, value)
   if methods[k] or PROPERTIES[k] then
     error(("cookies: '%s' is a method of the cookie jar; use cookies:set(\"%s\", value)"):format(k, k), 2)
   end
-  local mode = rawget(jar, MODE)
+  local mode = mode_of(jar)
   local st = state(rawget(jar, REQ))
   if value == nil then
     st:delete(k, nil, 2)
@@ -589,7 +611,7 @@ Jar.__newindex = function(jar, k, value)
 end
 
 Jar.__tostring = function(jar)
-  return "rage.cookies (" .. (rawget(jar, MODE).permanent and "permanent " or "") .. rawget(jar, MODE).kind .. ")"
+  return "rage.cookies (" .. (mode_of(jar).permanent and "permanent " or "") .. mode_of(jar).kind .. ")"
 end
 
 return _M

@@ -140,6 +140,8 @@ function _M.new(app)
     async.end_scope()
     if not ok then
       if errors.is(err, "cancelled") then return end
+      -- As in Rails, an error nobody rescued discards the cookies and session changes.
+      req.cookie_jar = nil
       local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
       req.status = status
       if status >= 500 then

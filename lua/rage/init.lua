@@ -29,6 +29,7 @@ local rage = {
   errors = errors,
   error = errors.raise,
   http = require("rage.http"),
+  db = require("rage.db"),
   c = require("rage.c"),   -- C functions registered by an embedding host
 }
 

@@ -6,6 +6,7 @@
 local json = require("rage.json")
 local errors = require("rage.errors")
 local params = require("rage.params")
+local rtrim = require("rage.text").rtrim
 
 local setmetatable, find, sub, lower, pairs, ipairs, type, tonumber = setmetatable, string.find, string.sub, string.lower, pairs, ipairs, type, tonumber
 local match, gmatch = string.match, string.gmatch
@@ -30,7 +31,8 @@ function Request:add_header(name, value)
   extra[lower(name)] = value
 end
 
--- Merges the added headers into `headers` (a response header table) and returns it.
+-- Merges the added headers into `headers` (a response header table) and returns it, with the
+-- Set-Cookie lines of the cookies and session this request changed (see rage.cookies).
 function Request:with_headers(headers)
   local extra = self.extra_headers
   if extra then
@@ -38,6 +40,8 @@ function Request:with_headers(headers)
       if headers[k] == nil then headers[k] = v end
     end
   end
+  local jar = self.cookie_jar
+  if jar then jar:commit(headers) end
   return headers
 end
 
@@ -83,7 +87,7 @@ function Request:content_type()
   if not ct then return nil end
   local semi = find(ct, ";", 1, true)
   if semi then ct = sub(ct, 1, semi - 1) end
-  return lower((ct:gsub("%s+$", "")))
+  return lower(rtrim(ct))
 end
 
 -- The query string parsed into a table (nested keys as Rails).
@@ -149,6 +153,84 @@ function Request:remote_ip()
     if not trusted(hops[i]) then return hops[i] end
   end
   return hops[1] or ip
+end
+
+-- "https" when a proxy from config.trusted_proxies says the client came over TLS
+-- (X-Forwarded-Proto, its first value), else "http": the server itself speaks plain HTTP.
+function Request:scheme()
+  local trusted = _M.trusted_proxies
+  if not trusted then return "http" end
+  local ip = self.box:peer()
+  if not ip or not trusted(ip) then return "http" end
+  local proto = self.box:header("x-forwarded-proto")
+  return proto and lower(match(proto, "^%s*([^,%s]*)")) == "https" and "https" or "http"
+end
+
+function Request:is_ssl()
+  return self:scheme() == "https"
+end
+
+-- The token of an "Authorization: Bearer <token>" header (RFC 6750: the scheme in any case, a
+-- token68), or nil when there is none or it is malformed.
+function Request:bearer_token()
+  local auth = self.box:header("authorization")
+  if not auth then return nil end
+  local scheme, token = match(auth, "^%s*(%a+)%s+([%w%-%._~%+/]+=*)%s*$")
+  if scheme and lower(scheme) == "bearer" then return token end
+  return nil
+end
+
+local MONTHS = {jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8, sep = 9, oct = 10,
+                nov = 11, dec = 12}
+
+-- An HTTP-date (IMF-fixdate, RFC 850 or asctime, RFC 9110 §5.6.7) as os.time() seconds, or nil.
+local function parse_http_date(s)
+  local d, mon, y, h, mi, sec = match(s, "^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d then
+    d, mon, y, h, mi, sec = match(s, "^%a+, (%d%d)%-(%a%a%a)%-(%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+    if y then y = tonumber(y) + (tonumber(y) < 70 and 2000 or 1900) end
+  end
+  if not d then
+    mon, d, h, mi, sec, y = match(s, "^%a+ (%a%a%a) +(%d?%d) (%d%d):(%d%d):(%d%d) (%d%d%d%d)$")
+  end
+  local m = mon and MONTHS[lower(mon)]
+  if not m then return nil end
+  local floor = math.floor
+  y, d = tonumber(y), tonumber(d)
+  -- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+  local yy = m <= 2 and y - 1 or y
+  local era = floor(yy / 400)
+  local yoe = yy - era * 400
+  local doy = floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  local days = era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+end
+_M.parse_http_date = parse_http_date
+
+-- Whether an If-None-Match list names `etag` (weak comparison, "*" matching any). Each member
+-- is cut out with find(), in linear time whatever blanks the client sends.
+local function etag_matches(list, etag)
+  local bare = etag:gsub("^W/", "")
+  for tag in gmatch(list, "[^,]+") do
+    local i = find(tag, "%S")
+    if i then
+      tag = match(tag, "^.*%S", i)
+      if tag == "*" or tag == bare or (sub(tag, 1, 2) == "W/" and sub(tag, 3) == bare) then return true end
+    end
+  end
+  return false
+end
+
+-- Whether the client's copy is still good for a response with these validators (RFC 9110
+-- §13.2.2): for GET and HEAD, If-None-Match when present, else If-Modified-Since.
+function Request:is_fresh(etag, last_modified)
+  local method = self.method
+  if method ~= "GET" and method ~= "HEAD" then return false end
+  local inm = self.box:header("if-none-match")
+  if inm then return etag ~= nil and etag_matches(inm, etag) end
+  local ims = last_modified and self.box:header("if-modified-since")
+  local t = ims and parse_http_date(ims)
+  return t ~= nil and last_modified <= t
 end
 
 local FORMATS = {json = "json", html = "html", xml = "xml", csv = "csv", txt = "text", text = "text"}

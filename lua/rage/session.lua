@@ -18,11 +18,11 @@
 local cookies = require("rage.cookies")
 local json = require("rage.json")
 
-local setmetatable, rawget, type, pairs, next, error, tostring = setmetatable, rawget, type, pairs, next, error, tostring
+local setmetatable, rawget, type, pairs, next, error = setmetatable, rawget, type, pairs, next, error
 
 local _M = {}
 
-local REQ = {}
+local REQ = {}   -- the proxy keeps the request under a key no session key can be
 
 -- ---- per-request state (on the request's cookie state) --------------------------------------
 
@@ -50,8 +50,19 @@ local function load(req)
       data = nil
     end
   end
-  ss = setmetatable({conf = conf, data = data or {}, baseline = baseline, sent = st:raw(conf.key) ~= nil}, SessionState)
+  ss = setmetatable({st = st, conf = conf, data = data or {}, baseline = baseline, sent = st:raw(conf.key) ~= nil},
+    SessionState)
   st.session = ss
+  return ss
+end
+
+-- The session state of `req` for a change: after the response went out, a change would be lost.
+local function changing(req, level)
+  local ss = load(req)
+  local st = ss.st
+  if not st.committing and (st.committed or req.box:responded()) then
+    error("session: the response was already sent; the session must be changed before it", level + 1)
+  end
   return ss
 end
 
@@ -75,7 +86,7 @@ end
 
 -- Forgets the session's contents; the cookie is deleted when the response goes out.
 function _M.reset(req)
-  local ss = load(req)
+  local ss = changing(req, 3)
   ss.data = {}
   ss.dirty = true
 end
@@ -109,14 +120,14 @@ end
 function methods.set(s, k, v)
   check_key(k, 2)
   check_value(v, 2)
-  local ss = load(rawget(s, REQ))
+  local ss = changing(rawget(s, REQ), 2)
   ss.data[k] = v
   ss.dirty = true
 end
 
 function methods.delete(s, k)
   check_key(k, 2)
-  local ss = load(rawget(s, REQ))
+  local ss = changing(rawget(s, REQ), 2)
   local v = ss.data[k]
   if v ~= nil then
     ss.data[k] = nil
@@ -149,7 +160,7 @@ Session.__newindex = function(s, k, v)
   end
   check_key(k, 2)
   check_value(v, 2)
-  local ss = load(rawget(s, REQ))
+  local ss = changing(rawget(s, REQ), 2)
   ss.data[k] = v
   ss.dirty = true
 end

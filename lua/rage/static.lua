@@ -7,6 +7,7 @@
 
 local core = require("rage.core")
 local params = require("rage.params")
+local trim = require("rage.text").trim
 
 local find, sub, lower, match, format, gmatch = string.find, string.sub, string.lower, string.match, string.format, string.gmatch
 local tonumber, type, date, floor, ipairs = tonumber, type, os.date, math.floor, ipairs
@@ -84,7 +85,7 @@ local function etag_matches(list, etag)
   if match(list, "^%s*%*%s*$") then return true end
   local weakless = etag:gsub("^W/", "")
   for tag in gmatch(list, "[^,]+") do
-    tag = match(tag, "^%s*(.-)%s*$"):gsub("^W/", "")
+    tag = trim(tag):gsub("^W/", "")
     if tag == weakless then return true end
   end
   return false
