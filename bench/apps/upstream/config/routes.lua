@@ -1,0 +1,3 @@
+return function(r)
+  r:get("/upstream", "proxy#show")
+end
