@@ -236,6 +236,22 @@ static int is_token(const char *s, size_t len, const char *word) {
   return rage__strieq(s, len, word, strlen(word));
 }
 
+/* reg-name characters (RFC 3986): unreserved, sub-delims and '%' of pct-encoded. */
+static const unsigned char host_char[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1,
+    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, ['%'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
 /* A Host value or authority: reg-name / IPv4 / [IPv6] with an optional :port (RFC 3986). */
 static int valid_host(const char *s, size_t len) {
   size_t i = 0;
@@ -251,12 +267,8 @@ static int valid_host(const char *s, size_t len) {
     if (i == len) return 0;
     i++;
   } else {
-    for (; i < len && s[i] != ':'; i++) {
-      unsigned char c = (unsigned char)s[i];
-      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            strchr("-._~!$&'()*+,;=%", c)))
-        return 0;
-    }
+    for (; i < len && s[i] != ':'; i++)
+      if (!host_char[(unsigned char)s[i]]) return 0;
   }
   if (i < len) {
     if (s[i] != ':') return 0;
