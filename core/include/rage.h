@@ -57,6 +57,12 @@ const char *rage_version(void);
  * shared/RELIABILITY.md; an app's config/application.lua (`server = {...}`) and the host may
  * change any field before rage_runtime_listen(). Sizes are bytes, times are milliseconds.
  */
+/* A body limit for the request paths under `prefix` (a path, matched on segment boundaries). */
+typedef struct rage_body_limit_s {
+  const char *prefix;
+  size_t max_body;
+} rage_body_limit_t;
+
 typedef struct rage_server_config_s {
   size_t max_request_line;    /* request target length; over it: 414 and close */
   size_t max_header_size;     /* sum of header name and value bytes; over it: 431 and close */
@@ -72,6 +78,10 @@ typedef struct rage_server_config_s {
   size_t output_high_water;   /* queued output per connection before reading/writers pause */
   unsigned max_connections;   /* per worker; past it, accepting pauses until some close */
   uint64_t drain_timeout;     /* graceful shutdown bound; then in-flight requests are cut */
+  /* Per-route overrides of max_body: the longest matching prefix wins. The array and its strings
+   * must outlive the server; for limits set by an app's config the runtime owns them. */
+  const rage_body_limit_t *body_limits;
+  unsigned nbody_limits;
 } rage_server_config_t;
 
 void rage_server_config_init(rage_server_config_t *cfg);

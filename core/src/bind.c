@@ -21,6 +21,7 @@
 #include "util.h"
 #include "async.h"
 #include "httpc.h"
+#include "pg_pool.h"
 #include "timer.h"
 
 #define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -398,6 +399,7 @@ static const luaL_Reg core_funcs[] = {
     {"http_configure", rage__httpc_lua_configure},
     {"http_stats", rage__httpc_lua_stats},
     {"http_close_idle", rage__httpc_lua_close_idle},
+    {"pg_pool", rage__pg_lua_pool},
     {"set_handler", core_set_handler},
     {"configure_server", core_configure_server},
     {"log", core_log},
@@ -427,6 +429,7 @@ int rage__bind_open(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   rt->box_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   rage__async_open(L, rt);
+  rage__pg_open(L, rt);
   rage__httpc_open(L, rt);
 
   lua_newtable(L);
@@ -469,11 +472,59 @@ static const setting_t settings[] = {
 };
 #undef S
 
+/* The runtime owns body limits read from Lua: the array and each prefix are one allocation. */
+void rage__bind_free_body_limits(rage_server_config_t *cfg) {
+  if (cfg->body_limits) free((void *)cfg->body_limits);
+  cfg->body_limits = NULL;
+  cfg->nbody_limits = 0;
+}
+
+/* body_limits = {["/uploads"] = 50 * 1024 * 1024, ...} */
+static void read_body_limits(lua_State *L, int idx, rage_server_config_t *cfg) {
+  size_t n = 0, bytes = 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    size_t len;
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "server setting 'body_limits' maps path prefixes to byte counts");
+    const char *prefix = lua_tolstring(L, -2, &len);
+    if (len == 0 || prefix[0] != '/' || strlen(prefix) != len)
+      luaL_error(L, "body_limits: '%s' must be a path starting with '/'", prefix);
+    if (!(lua_tonumber(L, -1) > 0)) luaL_error(L, "body_limits['%s'] must be a positive number", prefix);
+    n++;
+    bytes += len + 1;
+    lua_pop(L, 1);
+  }
+  rage_body_limit_t *limits = rage__malloc(n * sizeof(*limits) + bytes + 1);
+  char *strings = (char *)(limits + n);
+  size_t i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    size_t len;
+    const char *prefix = lua_tolstring(L, -2, &len);
+    memcpy(strings, prefix, len + 1);
+    limits[i].prefix = strings;
+    limits[i].max_body = (size_t)lua_tonumber(L, -1);
+    strings += len + 1;
+    i++;
+    lua_pop(L, 1);
+  }
+  rage__bind_free_body_limits(cfg);
+  cfg->body_limits = limits;
+  cfg->nbody_limits = (unsigned)n;
+}
+
 void rage__bind_read_server_config(lua_State *L, int idx, rage_server_config_t *cfg) {
   rage_server_config_t next = *cfg;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (key && strcmp(key, "body_limits") == 0) {
+      read_body_limits(L, lua_gettop(L), &next);
+      lua_pop(L, 1);
+      continue;
+    }
     const setting_t *s = NULL;
     for (size_t i = 0; key && i < sizeof(settings) / sizeof(settings[0]); i++)
       if (strcmp(settings[i].name, key) == 0) s = &settings[i];

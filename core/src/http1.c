@@ -147,7 +147,7 @@ static int on_chunk_complete(llhttp_t *h) {
 static int on_body(llhttp_t *h, const char *at, size_t len) {
   rage__http1_t *p = self(h);
   rage__req_t *req = p->req;
-  if (req->body.len + len > p->cfg->max_body) return fail(p, 413, "Payload Too Large");
+  if (req->body.len + len > p->max_body) return fail(p, 413, "Payload Too Large");
   rage__buf_append(&req->body, at, len);
   return 0;
 }
@@ -234,6 +234,23 @@ static int is_token(const char *s, size_t len, const char *word) {
   while (len && (*s == ' ' || *s == '\t')) s++, len--;
   while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
   return rage__strieq(s, len, word, strlen(word));
+}
+
+/* The body limit for a request target: the longest body_limits prefix of its path that ends on a
+ * segment boundary, else max_body. */
+static size_t body_limit(const rage_server_config_t *cfg, const char *url, size_t url_len) {
+  size_t best_len = 0, limit = cfg->max_body;
+  const char *q = memchr(url, '?', url_len);
+  size_t path_len = q ? (size_t)(q - url) : url_len;
+  for (unsigned i = 0; i < cfg->nbody_limits; i++) {
+    const char *prefix = cfg->body_limits[i].prefix;
+    size_t n = strlen(prefix);
+    if (n > path_len || memcmp(url, prefix, n) != 0 || n <= best_len) continue;
+    if (n < path_len && url[n] != '/' && prefix[n - 1] != '/') continue;
+    best_len = n;
+    limit = cfg->body_limits[i].max_body;
+  }
+  return limit;
 }
 
 /* reg-name characters (RFC 3986): unreserved, sub-delims and '%' of pct-encoded. */
@@ -353,7 +370,8 @@ static int head_complete(rage__http1_t *p) {
       return fail(p, 417, "Expectation Failed");
     expect_continue = h->http_minor == 1;
   }
-  if (ncl && h->content_length > p->cfg->max_body) return fail(p, 413, "Payload Too Large");
+  p->max_body = body_limit(p->cfg, base + p->url_off, p->url_len);
+  if (ncl && h->content_length > p->max_body) return fail(p, 413, "Payload Too Large");
 
   rage__req_t *req = rage__req_new(p->pools);
   req->method_id = h->method;

@@ -65,6 +65,7 @@ struct rage__http1_s {
   int in_field;            /* the last header span was a field name */
   size_t chunk_ext_bytes;
   int te_seen;             /* Transfer-Encoding headers so far */
+  size_t max_body;         /* this request's body limit (max_body or a body_limits override) */
   int pause_head;          /* the pending pause is the one after the head */
   int err_status;          /* set by a callback that fails */
   const char *err_reason;

@@ -30,6 +30,8 @@ void rage_server_config_init(rage_server_config_t *cfg) {
   cfg->output_high_water = RAGE_DEFAULT_OUTPUT_HIGH_WATER;
   cfg->max_connections = RAGE_DEFAULT_MAX_CONNECTIONS;
   cfg->drain_timeout = RAGE_DEFAULT_DRAIN_TIMEOUT;
+  cfg->body_limits = NULL;
+  cfg->nbody_limits = 0;
 }
 
 /* Runs a job under xpcall and hands (result, ok, value) to the C reporter. Error objects that
@@ -439,6 +441,7 @@ void rage_runtime_free(rage_runtime_t *rt) {
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (rt->L) lua_close(rt->L);
   rage__pools_free(&rt->pools);
+  rage__bind_free_body_limits(&rt->cfg);
   if (rt->owns_loop) {
     if (uv_loop_close(&rt->own_loop) != 0) {
       uv_walk(&rt->own_loop, report_handle, NULL);

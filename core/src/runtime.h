@@ -36,6 +36,8 @@ struct rage_runtime_s {
 int rage__bind_open(lua_State *L);
 /* Pushes a new request object for `req` onto L. */
 void rage__bind_push_box(rage_runtime_t *rt, lua_State *L, rage__req_t *req);
+/* Frees body limits that rage__bind_read_server_config() allocated. */
+void rage__bind_free_body_limits(rage_server_config_t *cfg);
 /* Reads a `server` settings table at index `idx` into rt->cfg; raises a Lua error if invalid. */
 void rage__bind_read_server_config(lua_State *L, int idx, rage_server_config_t *cfg);
 

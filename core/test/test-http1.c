@@ -242,6 +242,28 @@ TEST(limit_body) {
   free(ok);
 }
 
+TEST(limit_body_per_route) {
+  rage_server_config_t cfg;
+  rage_server_config_init(&cfg);
+  cfg.max_body = 10;
+  rage_body_limit_t limits[] = {{"/uploads", 100}, {"/uploads/tiny", 5}, {"/a/", 50}};
+  cfg.body_limits = limits;
+  cfg.nbody_limits = 3;
+  char *big = repeat("POST /uploads/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", 'b', 100, "");
+  check(big, strlen(big), &cfg, 0, 1, NULL);
+  free(big);
+  const char over[] = "POST /uploads HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n";
+  check(over, sizeof(over) - 1, &cfg, 413, 0, "");
+  const char tiny[] = "POST /uploads/tiny?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n";
+  check(tiny, sizeof(tiny) - 1, &cfg, 413, 0, "");
+  /* "/uploadsX" is not under "/uploads": the default applies. */
+  const char other[] = "POST /uploadsX HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n";
+  check(other, sizeof(other) - 1, &cfg, 413, 0, "");
+  char *a = repeat("POST /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n", 'b', 50, "");
+  check(a, strlen(a), &cfg, 0, 1, NULL);
+  free(a);
+}
+
 TEST(limit_chunk_extensions) {
   rage_server_config_t cfg;
   rage_server_config_init(&cfg);
@@ -365,7 +387,8 @@ int main(int argc, char **argv) {
       TEST_ENTRY(chunked_body),        TEST_ENTRY(http10),
       TEST_ENTRY(expect_continue),     TEST_ENTRY(limit_request_target),
       TEST_ENTRY(limit_header_bytes),  TEST_ENTRY(limit_header_count),
-      TEST_ENTRY(limit_body),          TEST_ENTRY(limit_chunk_extensions),
+      TEST_ENTRY(limit_body),          TEST_ENTRY(limit_body_per_route),
+      TEST_ENTRY(limit_chunk_extensions),
       TEST_ENTRY(smuggling_vectors),   TEST_ENTRY(host_rules),
       TEST_ENTRY(versions_methods_codings), TEST_ENTRY(request_targets), TEST_ENTRY(error_is_sticky),
       TEST_ENTRY(idle_holds_no_buffer), {NULL, NULL}};

@@ -18,10 +18,12 @@ describe("uploads", function()
   setup(function()
     dir = capture("mktemp -d /tmp/rage-up.XXXXXX"):gsub("%s+$", "")
     sh("mkdir -p " .. quote(dir .. "/app/config") .. " " .. quote(dir .. "/app/app/controllers"))
-    write(dir .. "/app/config/application.lua", "return {server = {max_body = 64 * 1024}}\n")
+    write(dir .. "/app/config/application.lua",
+      "return {server = {max_body = 64 * 1024, body_limits = {['/upload/large'] = 128 * 1024}}}\n")
     write(dir .. "/app/config/routes.lua", [[
 return function(r)
   r:post("/upload", "files#create")
+  r:post("/upload/large", "files#create")
   r:get("/go", "files#go")
 end
 ]])
@@ -68,6 +70,12 @@ return Files
     -- the server keeps serving
     local res = assert(client.request(srv.port, "GET", "/go"))
     assert.equal(303, res.status)
+  end)
+
+  it("allows a larger body where the config says so, by path prefix", function()
+    local status, body = client.curl{"-F", "doc=@" .. dir .. "/big.txt", "http://127.0.0.1:" .. srv.port .. "/upload/large"}
+    assert.equal(200, status)
+    assert.equal(70000, client.json(body).size)
   end)
 
   it("redirects on this host and refuses nothing a browser would not follow", function()
