@@ -139,16 +139,17 @@ local Database = {}
 Database.__index = Database
 
 local DEFAULTS = {pool = 5, checkout_timeout = 5, statement_timeout = 30, connect_timeout = 5, max_waiters = 1000,
-  timezone = "UTC"}
+  timezone = "UTC", statement_cache = 100}
 local KNOWN = {url = true, pool = true, checkout_timeout = true, statement_timeout = true, connect_timeout = true,
-  max_waiters = true, timezone = true}
+  max_waiters = true, timezone = true, statement_cache = true}
 
 local function check_settings(s, level)
   for k in pairs(s) do
     if not KNOWN[k] then error("rage.db: unknown database setting '" .. tostring(k) .. "'", level + 1) end
   end
   if s.url ~= nil and type(s.url) ~= "string" then error("rage.db: url must be a string", level + 1) end
-  for _, k in ipairs({"pool", "checkout_timeout", "statement_timeout", "connect_timeout", "max_waiters"}) do
+  for _, k in ipairs({"pool", "checkout_timeout", "statement_timeout", "connect_timeout", "max_waiters",
+    "statement_cache"}) do
     local v = s[k]
     if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
       error("rage.db: " .. k .. " must be a non-negative number", level + 1)
@@ -185,7 +186,8 @@ function Database:pool()
   p = core.pg_pool({"client_encoding", "options", "fallback_application_name", "dbname"},
     {"UTF8", options, "rage-lua", s.url},
     {size = s.pool, max_waiters = s.max_waiters, checkout_timeout = s.checkout_timeout,
-      statement_timeout = s.statement_timeout, connect_timeout = s.connect_timeout})
+      statement_timeout = s.statement_timeout, connect_timeout = s.connect_timeout,
+      statement_cache = s.statement_cache})
   self._pool = p
   return p
 end
@@ -208,26 +210,37 @@ local function param(v, i)
   return s
 end
 
--- Runs one statement; returns its result object or raises.
+local function call(target, script, sql, n, a, b, args)
+  if script then return target:script(sql) end
+  if n == 0 then return target:query(sql, 0) end
+  if n == 1 then return target:query(sql, 1, a) end
+  if n == 2 then return target:query(sql, 2, a, b) end
+  return target:query(sql, n, unpack(args, 1, n))
+end
+
+-- Runs one statement; returns its result object or raises. A statement whose cached plan
+-- changed result type (the table was altered) runs once more, outside transactions.
 local function run(db, script, sql, n, ...)
   if type(sql) ~= "string" then error("rage.db: the SQL must be a string", 3) end
   local target = current_lease(db) or db:pool()
-  local res, kind, msg, fields
-  if script then
-    res, kind, msg, fields = target:script(sql)
-  elseif n == 0 then
-    res, kind, msg, fields = target:query(sql, 0)
-  elseif n == 1 then
-    res, kind, msg, fields = target:query(sql, 1, param((...), 1))
+  local a, b, args
+  if n == 1 then
+    a = param((...), 1)
   elseif n == 2 then
-    local a, b = ...
-    res, kind, msg, fields = target:query(sql, 2, param(a, 1), param(b, 2))
-  else
-    local args = {...}
+    a, b = ...
+    a, b = param(a, 1), param(b, 2)
+  elseif n > 2 then
+    args = {...}
     for i = 1, n do args[i] = param(args[i], i) end
-    res, kind, msg, fields = target:query(sql, n, unpack(args, 1, n))
   end
-  if not res then raise(kind, msg, fields) end
+  local res, kind, msg, fields = call(target, script, sql, n, a, b, args)
+  if not res and fields and fields.retry then
+    res, kind, msg, fields = call(target, script, sql, n, a, b, args)
+  end
+  if not res then
+    if fields then fields.retry = nil end
+    raise(kind, msg, fields)
+  end
   return res
 end
 

@@ -1,0 +1,975 @@
+/*
+ * pg.c - the PostgreSQL connection driver (see pg.h): libpq in non-blocking mode under a
+ * uv_poll_t, error kinds from SQLSTATEs, and the decoding of result rows into Lua values.
+ *
+ * Connecting: PQconnectStartParams(), then PQconnectPoll() each time the socket is ready in
+ * the direction it asked for. libpq may close the socket and open another (the next address of
+ * a host, a retry without SSL); a new socket can get the old one's number, so the poll handle is
+ * re-created whenever the descriptor or its inode changes. libpq enforces connect_timeout only
+ * in its blocking calls: the pool bounds a connection attempt with its own timer.
+ *
+ * Running a statement: PQsendQueryParams() (text parameters, text results), PQflush() until
+ * the output is sent (watching for readability meanwhile, as libpq asks), then on every
+ * readable event PQconsumeInput() and PQgetResult() while PQisBusy() says it will not block.
+ * The callback fires when PQgetResult() returns NULL: the connection is idle again, and its
+ * poll handle is closed. Any libpq call may drop the socket when the server goes away; the poll
+ * handle is closed right after such a call, before another descriptor can take its number.
+ *
+ * Host names are resolved by libpq itself (getaddrinfo inside PQconnectPoll), which blocks:
+ * use an IP address or a unix socket directory in production URLs.
+ */
+#include "pg.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "rage.h"
+#include "util.h"
+
+typedef struct rage__pg_watch_s {
+  uv_poll_t poll;
+  rage__pg_conn_t *conn; /* NULL once closing */
+  int events;
+} watch_t;
+
+/* ---- the socket's poll handle ----------------------------------------------------------- */
+
+static void on_watch_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void watch_close(rage__pg_conn_t *c) {
+  watch_t *w = c->watch;
+  if (w == NULL) return;
+  c->watch = NULL;
+  w->conn = NULL;
+  /* uv_close stops the poll at once: the descriptor may be closed right after. */
+  uv_close((uv_handle_t *)&w->poll, on_watch_closed);
+}
+
+static uint64_t socket_ino(int fd) {
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) return 0;
+  return (uint64_t)st.st_ino;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Polls libpq's current socket for `events`. Returns 0 or a negative libuv error. */
+static int watch(rage__pg_conn_t *c, int events) {
+  int fd = PQsocket(c->pg);
+  if (fd < 0) return UV_EBADF;
+  if (c->watch && (fd != c->fd || socket_ino(fd) != c->ino)) watch_close(c);
+  if (c->watch == NULL) {
+    watch_t *w = rage__malloc(sizeof(*w));
+    int r = uv_poll_init(c->loop, &w->poll, fd);
+    if (r != 0) {
+      free(w);
+      return r;
+    }
+    w->poll.data = w;
+    w->conn = c;
+    w->events = 0;
+    c->watch = w;
+    c->fd = fd;
+    c->ino = socket_ino(fd);
+  }
+  if (c->watch->events == events) return 0;
+  c->watch->events = events;
+  return uv_poll_start(&c->watch->poll, events, on_poll);
+}
+
+/* After a libpq call that may have dropped the socket: stop polling a descriptor that is gone. */
+static void check_socket(rage__pg_conn_t *c) {
+  if (c->watch && PQsocket(c->pg) != c->fd) watch_close(c);
+}
+
+/* ---- notices ---------------------------------------------------------------------------- */
+
+static void on_notice(void *arg, const char *message) {
+  size_t n = strlen(message);
+  while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' ')) n--;
+  rage__log(RAGE_LOG_DEBUG, "postgres: %.*s", (int)n, message);
+}
+
+/* ---- the prepared-statement cache ------------------------------------------------------ */
+
+struct rage__pg_stmt_s {
+  rage__pg_stmt_t *prev, *next; /* most recently used first */
+  uint32_t hash;
+  unsigned id;
+  int nparams;
+  int ready; /* PREPARE succeeded: the server has it */
+  size_t len;
+  char sql[];
+};
+
+static uint32_t hash_sql(const char *s, size_t *len) {
+  uint32_t h = 2166136261u;
+  const char *p = s;
+  for (; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+  *len = (size_t)(p - s);
+  return h;
+}
+
+static void stmt_name(char *buf, size_t size, unsigned id) {
+  snprintf(buf, size, "rage_%u", id);
+}
+
+static void stmt_unlink(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  if (st->prev) st->prev->next = st->next;
+  else c->stmts = st->next;
+  if (st->next) st->next->prev = st->prev;
+  else c->stmts_tail = st->prev;
+  st->prev = st->next = NULL;
+  c->nstmts--;
+}
+
+static void stmt_push_front(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  st->prev = NULL;
+  st->next = c->stmts;
+  if (c->stmts) c->stmts->prev = st;
+  else c->stmts_tail = st;
+  c->stmts = st;
+  c->nstmts++;
+}
+
+static rage__pg_stmt_t *stmt_find(rage__pg_conn_t *c, const char *sql, uint32_t h, size_t len) {
+  for (rage__pg_stmt_t *st = c->stmts; st; st = st->next)
+    if (st->hash == h && st->len == len && memcmp(st->sql, sql, len) == 0) return st;
+  return NULL;
+}
+
+/* Forgets a statement; one the server holds is deallocated with the next prepare. */
+static void stmt_drop(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  if (c->exec_stmt == st) c->exec_stmt = NULL;
+  stmt_unlink(c, st);
+  if (st->ready) {
+    c->unprepare = rage__realloc(c->unprepare, (c->nunprepare + 1) * sizeof(unsigned));
+    c->unprepare[c->nunprepare++] = st->id;
+  }
+  free(st);
+}
+
+/* The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL). */
+static void stmts_clear(rage__pg_conn_t *c) {
+  while (c->stmts) {
+    rage__pg_stmt_t *st = c->stmts;
+    stmt_unlink(c, st);
+    free(st);
+  }
+  c->exec_stmt = NULL;
+  c->nunprepare = 0;
+}
+
+/* Sends a statement through the cache: EXECUTE alone when it is prepared, else a pipeline of
+ * DEALLOCATE (evicted entries), PREPARE and EXECUTE. Returns libpq's 1 or 0. */
+static int send_cached(rage__pg_conn_t *c, const char *sql, int n, const char *const *values) {
+  char name[32];
+  size_t len;
+  uint32_t h = hash_sql(sql, &len);
+  rage__pg_stmt_t *st = stmt_find(c, sql, h, len);
+  if (st && st->nparams != n) return PQsendQueryParams(c->pg, sql, n, NULL, values, NULL, NULL, 0);
+  if (st && c->nunprepare == 0) {
+    stmt_unlink(c, st);
+    stmt_push_front(c, st);
+    c->exec_stmt = st;
+    stmt_name(name, sizeof(name), st->id);
+    return PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0);
+  }
+  if (!PQenterPipelineMode(c->pg)) return 0;
+  c->pipeline = 1;
+  c->pipe_at = 0;
+  c->pipe_prepare = -1;
+  if (st == NULL) {
+    while (c->nstmts >= c->max_stmts && c->stmts_tail) stmt_drop(c, c->stmts_tail);
+  }
+  int cmds = 0;
+  for (unsigned i = 0; i < c->nunprepare; i++) {
+    char q[48];
+    snprintf(q, sizeof(q), "DEALLOCATE rage_%u", c->unprepare[i]);
+    if (!PQsendQueryParams(c->pg, q, 0, NULL, NULL, NULL, NULL, 0)) return 0;
+    cmds++;
+  }
+  c->nunprepare = 0;
+  if (st == NULL) {
+    st = rage__malloc(sizeof(*st) + len + 1);
+    memcpy(st->sql, sql, len + 1);
+    st->len = len;
+    st->hash = h;
+    st->id = ++c->next_stmt;
+    st->nparams = n;
+    st->ready = 0;
+    stmt_push_front(c, st);
+    stmt_name(name, sizeof(name), st->id);
+    if (!PQsendPrepare(c->pg, name, sql, n, NULL)) return 0;
+    c->pipe_prepare = cmds++;
+    c->prepared = 1;
+  } else {
+    stmt_unlink(c, st);
+    stmt_push_front(c, st);
+  }
+  c->exec_stmt = st;
+  stmt_name(name, sizeof(name), st->id);
+  if (!PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0)) return 0;
+  c->pipe_exec = cmds;
+  return PQpipelineSync(c->pg);
+}
+
+/* ---- connecting ------------------------------------------------------------------------- */
+
+static void connect_done(rage__pg_conn_t *c, int ok) {
+  c->connecting = 0;
+  watch_close(c);
+  if (ok) {
+    if (PQsetnonblocking(c->pg, 1) != 0) ok = 0;
+  }
+  if (!ok) c->broken = 1;
+  rage__pg_connect_cb cb = c->on_connect;
+  c->on_connect = NULL;
+  cb(c, ok, c->data);
+}
+
+static void connect_step(rage__pg_conn_t *c) {
+  PostgresPollingStatusType st = PQconnectPoll(c->pg);
+  int r = 0;
+  switch (st) {
+  case PGRES_POLLING_READING:
+    r = watch(c, UV_READABLE);
+    break;
+  case PGRES_POLLING_WRITING:
+    r = watch(c, UV_WRITABLE);
+    break;
+  case PGRES_POLLING_OK:
+    connect_done(c, 1);
+    return;
+  default:
+    check_socket(c);
+    connect_done(c, 0);
+    return;
+  }
+  if (r != 0) {
+    check_socket(c);
+    connect_done(c, 0);
+  }
+}
+
+int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
+                          const char *const *values, rage__pg_connect_cb cb, void *data,
+                          char *err, size_t errlen) {
+  PGconn *pg = PQconnectStartParams(keys, values, 1);
+  if (pg == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  if (PQstatus(pg) == CONNECTION_BAD) {
+    snprintf(err, errlen, "%s", PQerrorMessage(pg));
+    PQfinish(pg);
+    return RAGE_EINVAL;
+  }
+  PQsetNoticeProcessor(pg, on_notice, NULL);
+  rage__pg_conn_t *c = rage__calloc(1, sizeof(*c));
+  c->pg = pg;
+  c->loop = loop;
+  c->fd = -1;
+  c->connecting = 1;
+  c->max_stmts = RAGE_PG_STATEMENT_CACHE;
+  c->on_connect = cb;
+  c->data = data;
+  c->created_ms = uv_now(loop);
+  /* libpq's state machine starts as if PQconnectPoll had asked for writability. */
+  int r = watch(c, UV_WRITABLE);
+  if (r != 0) {
+    snprintf(err, errlen, "cannot poll the connection's socket: %s", uv_strerror(r));
+    watch_close(c);
+    PQfinish(pg);
+    free(c);
+    return r;
+  }
+  *out = c;
+  return 0;
+}
+
+/* ---- statements ------------------------------------------------------------------------- */
+
+/* Commands whose effect outlives the statement: the connection needs a reset before another
+ * caller gets it. SET LOCAL is included (its tag is the same); resetting it costs little. */
+static int changes_session(const char *tag) {
+  return strcmp(tag, "SET") == 0 || strcmp(tag, "RESET") == 0 || strcmp(tag, "LISTEN") == 0 ||
+         strcmp(tag, "PREPARE") == 0 || strcmp(tag, "DECLARE CURSOR") == 0 ||
+         strcmp(tag, "LOAD") == 0;
+}
+
+static void result_done(rage__pg_conn_t *c) {
+  PGresult *res;
+  if (c->first_error) {
+    res = c->first_error;
+    if (c->last) PQclear(c->last);
+  } else if (c->error[0]) {
+    res = NULL;
+    if (c->last) PQclear(c->last);
+  } else if (c->last) {
+    res = c->last;
+  } else {
+    res = PQmakeEmptyPGresult(c->pg, PGRES_EMPTY_QUERY);
+    if (res == NULL) abort();
+  }
+  rage__pg_stmt_t *st = c->exec_stmt;
+  if (st && res && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!st->ready) {
+      stmt_drop(c, st); /* its PREPARE failed: the server does not have it */
+    } else if (state && strcmp(state, "0A000") == 0 && msg &&
+               strstr(msg, "cached plan must not change result type")) {
+      stmt_drop(c, st);
+      c->plan_changed = 1;
+    }
+  }
+  c->exec_stmt = NULL;
+  c->first_error = c->last = NULL;
+  c->busy = 0;
+  if (c->pipeline) c->broken = 1; /* ended before its sync: the protocol state is unknown */
+  if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
+  watch_close(c);
+  rage__pg_result_cb cb = c->on_result;
+  c->on_result = NULL;
+  cb(c, res, c->data);
+}
+
+/* The connection failed while a statement ran: report the server's error when one arrived,
+ * else libpq's message (`why` NULL) or a libuv error. */
+static void result_failed(rage__pg_conn_t *c, const char *why) {
+  c->broken = 1;
+  check_socket(c);
+  if (c->first_error == NULL) {
+    if (why) {
+      snprintf(c->error, sizeof(c->error), "connection failed: %s", why);
+    } else {
+      c->first_error = PQmakeEmptyPGresult(c->pg, PGRES_FATAL_ERROR);
+      if (c->first_error == NULL) abort();
+    }
+  }
+  result_done(c);
+}
+
+static void absorb(rage__pg_conn_t *c, PGresult *r) {
+  switch (PQresultStatus(r)) {
+  case PGRES_FATAL_ERROR:
+    if (c->first_error == NULL) c->first_error = r;
+    else PQclear(r);
+    break;
+  case PGRES_COPY_IN:
+  case PGRES_COPY_OUT:
+  case PGRES_COPY_BOTH:
+    /* The connection is now in COPY mode, which this driver does not speak. */
+    PQclear(r);
+    c->broken = 1;
+    snprintf(c->error, sizeof(c->error), "COPY is not supported by rage.db");
+    break;
+  default: {
+    const char *tag = PQcmdStatus(r);
+    if (changes_session(tag)) c->dirty = 1;
+    if (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0) stmts_clear(c);
+    if (c->last) PQclear(c->last);
+    c->last = r;
+    break;
+  }
+  }
+}
+
+/* Gathers results while that needs no more input. In a pipeline, each command's results end
+ * with a NULL and the whole ends with the sync; only the EXECUTE's result (and any error)
+ * counts. */
+static void collect(rage__pg_conn_t *c) {
+  while (!PQisBusy(c->pg)) {
+    PGresult *r = PQgetResult(c->pg);
+    check_socket(c);
+    if (r == NULL) {
+      if (c->pipeline && PQstatus(c->pg) == CONNECTION_OK && c->pipe_at <= c->pipe_exec) {
+        c->pipe_at++;
+        continue;
+      }
+      result_done(c);
+      return;
+    }
+    if (c->pipeline) {
+      ExecStatusType st = PQresultStatus(r);
+      if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        c->pipeline = 0;
+        if (!PQexitPipelineMode(c->pg)) c->broken = 1;
+        result_done(c);
+        return;
+      }
+      if (st == PGRES_PIPELINE_ABORTED) {
+        PQclear(r);
+        continue;
+      }
+      if (c->pipe_at != c->pipe_exec) {
+        if (c->pipe_at == c->pipe_prepare && st == PGRES_COMMAND_OK && c->exec_stmt) c->exec_stmt->ready = 1;
+        if (st == PGRES_FATAL_ERROR) absorb(c, r);
+        else PQclear(r);
+        continue;
+      }
+    }
+    absorb(c, r);
+    if (c->broken) {
+      /* COPY: stop here; the owner closes the connection. */
+      result_done(c);
+      return;
+    }
+  }
+}
+
+static void query_step(rage__pg_conn_t *c, int status, int events) {
+  if (status < 0) {
+    result_failed(c, uv_strerror(status));
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    int r = PQflush(c->pg);
+    check_socket(c);
+    if (r < 0) {
+      result_failed(c, NULL);
+      return;
+    }
+    if (r == 0 && watch(c, UV_READABLE) != 0) {
+      result_failed(c, "cannot poll the socket");
+      return;
+    }
+  }
+  if (events & UV_READABLE) {
+    if (!PQconsumeInput(c->pg)) {
+      check_socket(c);
+      /* What was read before the failure may hold the server's reason (57P01...). */
+      while (c->first_error == NULL) {
+        PGresult *r = PQisBusy(c->pg) ? NULL : PQgetResult(c->pg);
+        if (r == NULL) break;
+        absorb(c, r);
+      }
+      result_failed(c, NULL);
+      return;
+    }
+    check_socket(c);
+  }
+  collect(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  watch_t *w = h->data;
+  rage__pg_conn_t *c = w->conn;
+  if (c == NULL) return;
+  if (c->connecting) connect_step(c);
+  else if (c->busy) query_step(c, status, events);
+  else watch_close(c);
+}
+
+int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
+                       int simple, rage__pg_result_cb cb, void *data) {
+  if (c->broken || c->busy || c->connecting) return -1;
+  c->exec_stmt = NULL;
+  c->prepared = c->plan_changed = c->pipeline = 0;
+  int ok;
+  if (simple && nparams == 0) ok = PQsendQuery(c->pg, sql);
+  else if (c->max_stmts == 0 || PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+    ok = PQsendQueryParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0);
+  else ok = send_cached(c, sql, nparams, values);
+  if (!ok) {
+    check_socket(c);
+    c->broken = 1;
+    return -1;
+  }
+  int r = PQflush(c->pg);
+  if (r < 0 || watch(c, r == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE) != 0) {
+    check_socket(c);
+    watch_close(c);
+    c->broken = 1;
+    return -1;
+  }
+  c->busy = 1;
+  c->error[0] = '\0';
+  c->statements++;
+  c->on_result = cb;
+  c->data = data;
+  return 0;
+}
+
+void rage__pg_conn_abandon(rage__pg_conn_t *c) {
+  watch_close(c);
+  c->on_result = NULL;
+  c->on_connect = NULL;
+  if (c->busy || c->connecting) c->broken = 1;
+  c->busy = c->connecting = 0;
+  c->error[0] = '\0';
+  c->exec_stmt = NULL;
+  if (c->first_error) PQclear(c->first_error);
+  if (c->last) PQclear(c->last);
+  c->first_error = c->last = NULL;
+}
+
+/* ---- cancelling a statement on the server ----------------------------------------------- */
+
+/* At most this many cancel requests are in flight at once; past it the connection is only
+ * closed (the server notices when it next writes to it). This bounds the threads a black-holed
+ * server can hold. */
+#define MAX_CANCELS 16
+static int cancels_in_flight;
+static pthread_mutex_t cancels_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *cancel_thread(void *arg) {
+  PGcancel *cancel = arg;
+  char err[256];
+  if (!PQcancel(cancel, err, sizeof(err))) rage__log(RAGE_LOG_DEBUG, "postgres: cancel request failed: %s", err);
+  PQfreeCancel(cancel);
+  pthread_mutex_lock(&cancels_lock);
+  cancels_in_flight--;
+  pthread_mutex_unlock(&cancels_lock);
+  return NULL;
+}
+
+void rage__pg_conn_cancel_remote(rage__pg_conn_t *c) {
+  PGcancel *cancel = PQgetCancel(c->pg);
+  if (cancel == NULL) return;
+  pthread_mutex_lock(&cancels_lock);
+  int full = cancels_in_flight >= MAX_CANCELS;
+  if (!full) cancels_in_flight++;
+  pthread_mutex_unlock(&cancels_lock);
+  if (full) {
+    PQfreeCancel(cancel);
+    return;
+  }
+  pthread_attr_t attr;
+  pthread_t th;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  if (pthread_create(&th, &attr, cancel_thread, cancel) != 0) {
+    PQfreeCancel(cancel);
+    pthread_mutex_lock(&cancels_lock);
+    cancels_in_flight--;
+    pthread_mutex_unlock(&cancels_lock);
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/* ---- idle connections ------------------------------------------------------------------- */
+
+int rage__pg_conn_alive(rage__pg_conn_t *c) {
+  if (c->broken || PQstatus(c->pg) != CONNECTION_OK) return 0;
+  int fd = PQsocket(c->pg);
+  if (fd < 0) return 0;
+  char b;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
+  if (n <= 0) return 0;
+  /* Bytes while idle: a notice, a parameter change, or the server's goodbye (an error, then
+   * the end of the stream). Let libpq read them and tell. */
+  if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) return 0;
+  n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return 0;
+  return 1;
+}
+
+void rage__pg_conn_close(rage__pg_conn_t *c) {
+  rage__pg_conn_abandon(c);
+  /* In non-blocking mode PQfinish only tries to send Terminate; it never waits. */
+  PQfinish(c->pg);
+  stmts_clear(c);
+  free(c->unprepare);
+  free(c);
+}
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+const char *rage__pg_error_kind(const char *s, int lost) {
+  if (s == NULL || strlen(s) != 5) return lost ? "db.connection" : "db.error";
+  if (strcmp(s, "23505") == 0) return "db.unique_violation";
+  if (strcmp(s, "23503") == 0) return "db.foreign_key_violation";
+  if (strcmp(s, "23502") == 0) return "db.not_null_violation";
+  if (strcmp(s, "23514") == 0) return "db.check_violation";
+  if (strcmp(s, "40001") == 0) return "db.serialization_failure";
+  if (strcmp(s, "40P01") == 0) return "db.deadlock";
+  if (strcmp(s, "57014") == 0) return "db.timeout";
+  /* admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections: the connection
+   * is gone or could not be had. */
+  if (strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 ||
+      strcmp(s, "53300") == 0)
+    return "db.connection";
+  /* protocol_violation: the parameters do not match the statement's (a caller's mistake). */
+  if (strcmp(s, "08P01") == 0) return "db.syntax";
+  if (strncmp(s, "08", 2) == 0) return "db.connection";
+  if (strncmp(s, "42", 2) == 0) return "db.syntax";
+  if (strncmp(s, "23", 2) == 0) return "db.integrity";
+  if (strncmp(s, "22", 2) == 0) return "db.data";
+  if (strncmp(s, "25", 2) == 0) return "db.transaction_state";
+  if (strncmp(s, "28", 2) == 0) return "db.connection"; /* authentication */
+  if (strncmp(s, "3D", 2) == 0) return "db.connection"; /* no such database */
+  return lost ? "db.connection" : "db.error";
+}
+
+/* Errors after which a request should answer 503: the database, not the request, is at fault. */
+static int unavailable(const char *kind) {
+  return strcmp(kind, "db.connection") == 0 || strcmp(kind, "db.pool_timeout") == 0 ||
+         strcmp(kind, "db.timeout") == 0;
+}
+
+static void set_field(lua_State *L, const PGresult *res, int code, const char *name) {
+  const char *v = PQresultErrorField(res, code);
+  if (v == NULL) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, name);
+}
+
+static void push_trimmed(lua_State *L, const char *s) {
+  size_t n = strlen(s);
+  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ')) n--;
+  lua_pushlstring(L, s, n);
+}
+
+int rage__pg_push_error(lua_State *L, const PGresult *res, int lost) {
+  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  const char *kind = rage__pg_error_kind(state, lost);
+  const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  lua_pushnil(L);
+  lua_pushstring(L, kind);
+  if (primary) push_trimmed(L, primary);
+  else push_trimmed(L, *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : "the database connection failed");
+  lua_createtable(L, 0, 8);
+  set_field(L, res, PG_DIAG_SQLSTATE, "sqlstate");
+  set_field(L, res, PG_DIAG_MESSAGE_DETAIL, "detail");
+  set_field(L, res, PG_DIAG_MESSAGE_HINT, "hint");
+  set_field(L, res, PG_DIAG_CONSTRAINT_NAME, "constraint");
+  set_field(L, res, PG_DIAG_TABLE_NAME, "table");
+  set_field(L, res, PG_DIAG_COLUMN_NAME, "column");
+  set_field(L, res, PG_DIAG_SCHEMA_NAME, "schema");
+  set_field(L, res, PG_DIAG_SEVERITY_NONLOCALIZED, "severity");
+  const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+  if (pos) {
+    lua_pushinteger(L, atoi(pos));
+    lua_setfield(L, -2, "position");
+  }
+  if (unavailable(kind)) {
+    lua_pushinteger(L, 503);
+    lua_setfield(L, -2, "status");
+  }
+  return 4;
+}
+
+int rage__pg_push_client_error(lua_State *L, const char *kind, const char *message) {
+  lua_pushnil(L);
+  lua_pushstring(L, kind);
+  push_trimmed(L, message);
+  lua_createtable(L, 0, 1);
+  if (unavailable(kind)) {
+    lua_pushinteger(L, 503);
+    lua_setfield(L, -2, "status");
+  }
+  return 4;
+}
+
+/* ---- decoding results ------------------------------------------------------------------- */
+
+#define RESULT_MT "rage.pg.result"
+
+enum {
+  OID_BOOL = 16, OID_BYTEA = 17, OID_CHAR = 18, OID_NAME = 19, OID_INT8 = 20, OID_INT2 = 21,
+  OID_INT4 = 23, OID_TEXT = 25, OID_OID = 26, OID_JSON = 114, OID_FLOAT4 = 700, OID_FLOAT8 = 701,
+  OID_BPCHAR = 1042, OID_VARCHAR = 1043, OID_DATE = 1082, OID_TIME = 1083, OID_TIMESTAMP = 1114,
+  OID_TIMESTAMPTZ = 1184, OID_INTERVAL = 1186, OID_TIMETZ = 1266, OID_NUMERIC = 1700,
+  OID_UUID = 2950, OID_JSONB = 3802,
+};
+
+/* Array type -> element type, for the element types decoded here. */
+static const struct {
+  unsigned array, elem;
+} array_types[] = {
+    {1000, OID_BOOL},      {1001, OID_BYTEA},       {1002, OID_CHAR},      {1003, OID_NAME},
+    {1016, OID_INT8},      {1005, OID_INT2},        {1007, OID_INT4},      {1009, OID_TEXT},
+    {1028, OID_OID},       {199, OID_JSON},         {1021, OID_FLOAT4},    {1022, OID_FLOAT8},
+    {1014, OID_BPCHAR},    {1015, OID_VARCHAR},     {1182, OID_DATE},      {1183, OID_TIME},
+    {1115, OID_TIMESTAMP}, {1185, OID_TIMESTAMPTZ}, {1187, OID_INTERVAL},  {1270, OID_TIMETZ},
+    {1231, OID_NUMERIC},   {2951, OID_UUID},        {3807, OID_JSONB},
+};
+
+static unsigned element_type(unsigned oid) {
+  for (size_t i = 0; i < RAGE_ARRAY_SIZE(array_types); i++)
+    if (array_types[i].array == oid) return array_types[i].elem;
+  return 0;
+}
+
+typedef struct {
+  int null;  /* stack index of the value standing for NULL */
+  int array; /* stack index of the array metatable, or 0 */
+  int json;  /* stack index of the JSON decoder, or 0 */
+} decode_ctx_t;
+
+/* Integers beyond 2^53 do not fit a double exactly: they stay strings. */
+static const long long MAX_SAFE_INTEGER = 9007199254740992LL;
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* bytea in hex output ("\x0a1b"); the escape format is left as text. */
+static void push_bytea(lua_State *L, const char *s, size_t len) {
+  if (len < 2 || s[0] != '\\' || s[1] != 'x' || (len - 2) % 2 != 0) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  size_t n = (len - 2) / 2;
+  char *out = lua_newuserdata(L, n ? n : 1);
+  for (size_t i = 0; i < n; i++) {
+    int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
+    if (hi < 0 || lo < 0) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, s, len);
+      return;
+    }
+    out[i] = (char)(hi << 4 | lo);
+  }
+  lua_pushlstring(L, out, n);
+  lua_remove(L, -2);
+}
+
+/* PostgreSQL's ISO output ("2024-01-02 03:04:05.5+00") as ISO 8601 / RFC 3339
+ * ("2024-01-02T03:04:05.5+00:00"). Anything else (infinity, BC dates) is left as it is. */
+static void push_timestamp(lua_State *L, const char *s, size_t len, int tz) {
+  char buf[64];
+  if (len < 19 || len + 3 >= sizeof(buf) || s[10] != ' ' || s[13] != ':' || memchr(s, 'B', len)) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  memcpy(buf, s, len);
+  buf[10] = 'T';
+  size_t n = len;
+  if (tz) {
+    /* The offset is the last + or - after the time; "+00" gets its minutes. */
+    size_t i = len;
+    while (i > 19 && buf[i - 1] != '+' && buf[i - 1] != '-') i--;
+    if (i > 19 && n - i == 2) {
+      buf[n++] = ':';
+      buf[n++] = '0';
+      buf[n++] = '0';
+    }
+  }
+  lua_pushlstring(L, buf, n);
+}
+
+static int parse_array(lua_State *L, const char **pp, const char *end, unsigned elem,
+                       const decode_ctx_t *cx, char *scratch, int depth);
+
+static void push_value(lua_State *L, unsigned oid, const char *s, size_t len, const decode_ctx_t *cx) {
+  char num[64];
+  switch (oid) {
+  case OID_BOOL:
+    lua_pushboolean(L, len > 0 && s[0] == 't');
+    return;
+  case OID_INT2:
+  case OID_INT4:
+  case OID_OID:
+  case OID_INT8:
+  case OID_FLOAT4:
+  case OID_FLOAT8: {
+    if (len >= sizeof(num)) break;
+    memcpy(num, s, len);
+    num[len] = '\0';
+    char *endp;
+    if (oid == OID_FLOAT4 || oid == OID_FLOAT8) {
+      double d = strtod(num, &endp);
+      if (endp == num) break;
+      lua_pushnumber(L, d);
+      return;
+    }
+    errno = 0;
+    long long v = strtoll(num, &endp, 10);
+    if (endp == num || errno != 0) break;
+    if (v > MAX_SAFE_INTEGER || v < -MAX_SAFE_INTEGER) break; /* kept as a string */
+    lua_pushnumber(L, (lua_Number)v);
+    return;
+  }
+  case OID_JSON:
+  case OID_JSONB:
+    if (cx->json == 0) break;
+    lua_pushvalue(L, cx->json);
+    lua_pushlstring(L, s, len);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      break;
+    }
+    return;
+  case OID_BYTEA:
+    push_bytea(L, s, len);
+    return;
+  case OID_TIMESTAMP:
+    push_timestamp(L, s, len, 0);
+    return;
+  case OID_TIMESTAMPTZ:
+    push_timestamp(L, s, len, 1);
+    return;
+  default: {
+    unsigned elem = element_type(oid);
+    if (elem == 0) break;
+    const char *p = s, *end = s + len;
+    /* Arrays whose lower bound is not 1 start with their dimensions: "[0:2]={...}". */
+    if (p < end && *p == '[') {
+      const char *eq = memchr(p, '=', len);
+      if (eq == NULL) break;
+      p = eq + 1;
+    }
+    char *scratch = lua_newuserdata(L, len + 1);
+    int top = lua_gettop(L);
+    if (parse_array(L, &p, end, elem, cx, scratch, 0) == 0 && p == end) {
+      lua_remove(L, top);
+      return;
+    }
+    lua_settop(L, top - 1);
+    break;
+  }
+  }
+  lua_pushlstring(L, s, len);
+}
+
+/* Parses one level of an array literal at *pp ("{...}") and pushes it as a Lua array; NULL
+ * elements become the NULL value. Returns 0, or -1 when the text is not an array literal. */
+static int parse_array(lua_State *L, const char **pp, const char *end, unsigned elem,
+                       const decode_ctx_t *cx, char *scratch, int depth) {
+  const char *p = *pp;
+  if (p >= end || *p != '{' || depth > 6) return -1;
+  p++;
+  lua_newtable(L);
+  if (cx->array) {
+    lua_pushvalue(L, cx->array);
+    lua_setmetatable(L, -2);
+  }
+  if (p < end && *p == '}') {
+    *pp = p + 1;
+    return 0;
+  }
+  int n = 0;
+  for (;;) {
+    if (p >= end) return -1;
+    if (*p == '{') {
+      if (parse_array(L, &p, end, elem, cx, scratch, depth + 1) != 0) return -1;
+    } else if (*p == '"') {
+      size_t k = 0;
+      p++;
+      while (p < end && *p != '"') {
+        if (*p == '\\' && p + 1 < end) p++;
+        scratch[k++] = *p++;
+      }
+      if (p >= end) return -1;
+      p++;
+      push_value(L, elem, scratch, k, cx);
+    } else {
+      const char *s = p;
+      while (p < end && *p != ',' && *p != '}') p++;
+      size_t k = (size_t)(p - s);
+      if (k == 4 && strncasecmp(s, "NULL", 4) == 0) lua_pushvalue(L, cx->null);
+      else push_value(L, elem, s, k, cx);
+    }
+    lua_rawseti(L, -2, ++n);
+    if (p >= end) return -1;
+    if (*p == ',') {
+      p++;
+      continue;
+    }
+    if (*p == '}') {
+      p++;
+      break;
+    }
+    return -1;
+  }
+  *pp = p;
+  return 0;
+}
+
+static PGresult **check_result(lua_State *L) {
+  return luaL_checkudata(L, 1, RESULT_MT);
+}
+
+void rage__pg_push_result(lua_State *L, PGresult *res) {
+  PGresult **box = lua_newuserdata(L, sizeof(*box));
+  *box = res;
+  luaL_getmetatable(L, RESULT_MT);
+  lua_setmetatable(L, -2);
+}
+
+/* result:decode(null, array_mt, json_decode) -> rows, columns, affected, tag. Frees the result:
+ * a result decodes once. */
+static int result_decode(lua_State *L) {
+  PGresult **box = check_result(L);
+  PGresult *res = *box;
+  if (res == NULL) return luaL_error(L, "this result was already decoded");
+  decode_ctx_t cx = {2, lua_istable(L, 3) ? 3 : 0, lua_isfunction(L, 4) ? 4 : 0};
+  lua_settop(L, 4);
+  int nrows = PQntuples(res), ncols = PQnfields(res);
+  luaL_checkstack(L, ncols + 8, "too many columns");
+  lua_createtable(L, nrows, 0); /* 5: rows */
+  if (cx.array) {
+    lua_pushvalue(L, cx.array);
+    lua_setmetatable(L, -2);
+  }
+  lua_createtable(L, ncols, 0); /* 6: columns */
+  int names = lua_gettop(L) + 1;
+  for (int j = 0; j < ncols; j++) {
+    lua_pushstring(L, PQfname(res, j));
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 6, j + 1);
+  }
+  unsigned *types = ncols ? lua_newuserdata(L, (size_t)ncols * sizeof(unsigned)) : NULL;
+  for (int j = 0; j < ncols; j++) types[j] = (unsigned)PQftype(res, j);
+  for (int i = 0; i < nrows; i++) {
+    lua_createtable(L, 0, ncols);
+    for (int j = 0; j < ncols; j++) {
+      lua_pushvalue(L, names + j);
+      if (PQgetisnull(res, i, j)) lua_pushvalue(L, cx.null);
+      else push_value(L, types[j], PQgetvalue(res, i, j), (size_t)PQgetlength(res, i, j), &cx);
+      lua_rawset(L, -3);
+    }
+    lua_rawseti(L, 5, i + 1);
+  }
+  const char *affected = PQcmdTuples(res);
+  const char *tag = PQcmdStatus(res);
+  lua_settop(L, 6);
+  if (affected && *affected) lua_pushnumber(L, strtod(affected, NULL));
+  else lua_pushnil(L);
+  lua_pushstring(L, tag ? tag : "");
+  *box = NULL;
+  PQclear(res);
+  return 4;
+}
+
+static int result_gc(lua_State *L) {
+  PGresult **box = check_result(L);
+  if (*box) PQclear(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* Implemented in pg_pool.c. */
+void rage__pg_pool_open(lua_State *L, void *rt);
+
+void rage__pg_open(lua_State *L, void *rt) {
+  static const luaL_Reg methods[] = {{"decode", result_decode}, {"free", result_gc}, {NULL, NULL}};
+  luaL_newmetatable(L, RESULT_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, result_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  rage__pg_pool_open(L, rt);
+}

@@ -1,0 +1,128 @@
+/*
+ * pg.h - one PostgreSQL connection driven by the loop (libpq in non-blocking mode), the
+ * mapping of SQLSTATEs to rage error kinds, and result objects that decode rows for Lua.
+ *
+ * A connection is a plain C object. It polls its socket (a uv_poll_t) only while an operation
+ * runs, connecting or running a statement; an idle connection holds no libuv handle, so a
+ * runtime can close with connections in its pool. Operations report through callbacks, never
+ * from inside the call that started them, and libpq is never called in a way that blocks.
+ * The pool (pg_pool.h) builds fibers, waiting and leases on top of this.
+ */
+#ifndef RAGE_PG_H
+#define RAGE_PG_H
+
+#include <libpq-fe.h>
+#include <lua.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rage__pg_conn_s rage__pg_conn_t;
+typedef struct rage__pg_stmt_s rage__pg_stmt_t;
+
+/* Prepared statements kept per connection by default (the least recently used is dropped). */
+#define RAGE_PG_STATEMENT_CACHE 100
+
+/* Called once when connecting ends: `ok` is 1 when the connection is ready, 0 when it failed
+ * (PQerrorMessage(c->pg) says why; the connection must then be closed). */
+typedef void (*rage__pg_connect_cb)(rage__pg_conn_t *c, int ok, void *data);
+
+/* Called once when a statement has run. `res` belongs to the callback: the statement's result,
+ * its first error, or a PGRES_FATAL_ERROR made from libpq's message when the connection failed
+ * (then c->broken is set). It is NULL for failures found by this driver (a poll error, COPY):
+ * c->error says what happened, and c->broken is set. */
+typedef void (*rage__pg_result_cb)(rage__pg_conn_t *c, PGresult *res, void *data);
+
+struct rage__pg_conn_s {
+  PGconn *pg;
+  uv_loop_t *loop;
+  struct rage__pg_watch_s *watch; /* the socket's poll handle while an operation runs */
+  int fd;                         /* the socket `watch` polls */
+  uint64_t ino;                   /* its inode: a new socket may reuse a closed one's number */
+  int connecting;                 /* PQconnectPoll drives the connection */
+  int busy;                       /* a statement runs */
+  int broken;                     /* failed or abandoned: close it, never reuse it */
+  int dirty;                      /* session state changed (SET, LISTEN...): reset before reuse */
+  rage__pg_connect_cb on_connect;
+  rage__pg_result_cb on_result;
+  void *data;
+  PGresult *first_error; /* results gathered while a statement runs */
+  PGresult *last;
+  char error[160];       /* the failure of the last statement when it has no result */
+  /* Prepared statements, keyed by SQL text, most recently used first. */
+  rage__pg_stmt_t *stmts, *stmts_tail;
+  unsigned nstmts, max_stmts;  /* max_stmts 0: every statement goes unnamed */
+  unsigned next_stmt;          /* names are "rage_<n>" */
+  unsigned *unprepare;         /* statements to DEALLOCATE with the next prepare */
+  unsigned nunprepare;
+  int pipeline;                /* the statement runs as a pipeline: DEALLOCATE... PREPARE, EXECUTE */
+  int pipe_at, pipe_prepare, pipe_exec; /* command being read, and the two that matter */
+  rage__pg_stmt_t *exec_stmt;  /* the cached statement being executed */
+  int prepared;                /* the last statement was prepared (not found in the cache) */
+  int plan_changed;            /* the last statement failed with "cached plan must not change
+                                * result type": its entry is gone, running it again may work */
+  uint64_t created_ms;
+  unsigned long statements;
+  /* Owned by the pool. */
+  rage__pg_conn_t *next;
+  void *pool;
+};
+
+/*
+ * Starts connecting with libpq's connection parameters (keys/values as for
+ * PQconnectStartParams, expand_dbname on, so a "dbname" value may be a URL). Returns 0 and
+ * calls `cb` later, or a negative error with a message in `err` (and never calls `cb`).
+ * The connection is allocated here and freed by rage__pg_conn_close().
+ */
+int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
+                          const char *const *values, rage__pg_connect_cb cb, void *data,
+                          char *err, size_t errlen);
+
+/*
+ * Sends one statement with text parameters (NULL values are SQL NULLs) through the extended
+ * protocol, or, with `simple` set and no parameters, as a simple query that may hold several
+ * statements. Returns 0 and calls `cb` later, or -1 when nothing could be sent (the connection
+ * is then broken and `cb` is never called).
+ *
+ * Extended-protocol statements are prepared once per connection and kept in an LRU cache of
+ * max_stmts entries keyed by SQL text. A statement not in the cache goes out as a pipeline in
+ * one round trip: DEALLOCATE of the entries evicted since the last one, PREPARE, EXECUTE. A
+ * cached statement whose plan changed result type (ALTER TABLE) fails once with SQLSTATE 0A000;
+ * its entry is dropped and c->plan_changed tells the caller that running it again will
+ * prepare it anew. DISCARD ALL and DEALLOCATE ALL empty the cache.
+ */
+int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
+                       int simple, rage__pg_result_cb cb, void *data);
+
+/* Abandons the running operation without calling its callback. The protocol state is then
+ * unknown, so the connection is marked broken: close it. */
+void rage__pg_conn_abandon(rage__pg_conn_t *c);
+
+/* Asks the server to cancel the statement running on `c`. libpq's PQcancel() blocks while it
+ * opens a second connection, so it runs on a short-lived detached thread of its own, which
+ * touches nothing but its own copy of the cancel key: the connection may be closed at once. */
+void rage__pg_conn_cancel_remote(rage__pg_conn_t *c);
+
+/* For an idle connection: 0 when the server closed it or sent an error while it was idle. */
+int rage__pg_conn_alive(rage__pg_conn_t *c);
+
+/* Closes the connection (libpq's Terminate message is sent without blocking) and frees it. */
+void rage__pg_conn_close(rage__pg_conn_t *c);
+
+/* The stable error kind for a SQLSTATE ("db.unique_violation"...); `lost` when the connection
+ * failed, for errors libpq made up without a SQLSTATE. */
+const char *rage__pg_error_kind(const char *sqlstate, int lost);
+
+/* Pushes nil, kind, message, fields for an error result (fields: sqlstate, detail, hint,
+ * constraint, table, column, schema, severity, position, status). Returns 4. */
+int rage__pg_push_error(lua_State *L, const PGresult *res, int lost);
+/* Pushes nil, kind, message, fields for an error made by the client (no SQLSTATE). */
+int rage__pg_push_client_error(lua_State *L, const char *kind, const char *message);
+
+/* Pushes a result object that takes ownership of `res`. Its method
+ * decode(null, array_mt, json_decode) returns rows, columns, affected, command tag. */
+void rage__pg_push_result(lua_State *L, PGresult *res);
+
+/* Registers the metatables of result, pool and lease objects; `rt` is the runtime. */
+void rage__pg_open(lua_State *L, void *rt);
+
+#endif /* RAGE_PG_H */

@@ -1,0 +1,1100 @@
+/*
+ * pg_pool.c - connection pools and the fiber side of PostgreSQL (see pg_pool.h).
+ *
+ * Each suspending Lua call gets an operation (op_t) that walks through
+ *   WAIT (queued for a connection) -> CONNECT (opening one) -> RUN (statement in flight)
+ *   -> RESET (ROLLBACK / DISCARD ALL before the connection goes back) -> DONE
+ * skipping what it does not need. An op is referenced by its fiber until it is resumed or
+ * cancelled, by its timer handle until the handle's close callback, and by a deferred resume
+ * until that runs; it is freed when the last reference goes. The one timer of an op bounds
+ * whatever phase it is in: the checkout wait, the connection attempt, the statement, the reset.
+ *
+ * Resuming: completions that come from the op's own libuv callbacks resume its fiber at once,
+ * after the pool's books are straight. Everything else (a connection handed to a waiter when
+ * another fiber returns it, a waiter failed because the database is down) is resumed through
+ * rage__sched_defer, so no fiber ever runs inside another's call. grant() is the one place
+ * that serves waiters; it never runs Lua code.
+ *
+ * Garbage collection may run a lease's finalizer in the middle of any of this, so finalizers
+ * only close connections and adjust counters; they never serve waiters or resume fibers.
+ */
+#include "pg_pool.h"
+
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+#include "util.h"
+
+#define POOL_MT "rage.pg.pool"
+#define LEASE_MT "rage.pg.lease"
+#define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
+
+typedef struct op_s op_t;
+typedef struct lease_s lease_t;
+
+typedef struct {
+  uv_loop_t *loop;
+  rage__sched_t *sched;
+  int refs;   /* the Lua object, each lease object, each op */
+  int closed; /* no new connection; returned ones are closed */
+  char **keys, **values;
+  unsigned max, max_waiters;
+  uint64_t checkout_ms, connect_ms, statement_ms;
+  unsigned stmt_cache;   /* prepared statements kept per connection */
+  rage__pg_conn_t *idle; /* most recently returned first */
+  unsigned nidle;
+  unsigned size;         /* connections open or being opened */
+  unsigned connecting;
+  op_t *whead, *wtail;   /* FIFO of waiting ops */
+  unsigned nwaiting;
+  unsigned failures;     /* consecutive failed connection attempts */
+  uint64_t retry_at;     /* no new attempt before this loop time */
+  char last_error[200];
+  uint64_t opened, closed_conns, statements, prepared, timeouts, pool_timeouts, resets, connect_failures;
+} pool_t;
+
+struct lease_s {
+  pool_t *pool;
+  rage__pg_conn_t *conn;
+  rage__fiber_t *owner;
+  op_t *op; /* the op using this lease, while one runs */
+};
+
+enum { OP_QUERY, OP_ACQUIRE, OP_RELEASE };
+enum { PH_NEW, PH_WAIT, PH_CONNECT, PH_RUN, PH_RESET, PH_DONE };
+
+struct op_s {
+  pool_t *pool;
+  int what;
+  int phase;
+  lease_t *lease; /* the lease a query runs on or an acquire fills; NULL if it was collected */
+  rage__pg_conn_t *conn;
+  rage__fiber_t *f;
+  unsigned gen;
+  int refs;
+  int gone; /* the fiber side is over: resumed or cancelled */
+  uv_timer_t timer;
+  int timer_open;
+  /* The statement. Points into Lua strings while the call runs, into `stmt` once copied. */
+  const char *sql;
+  const char **values;
+  int nparams;
+  int simple;
+  char *stmt;
+  /* The outcome. */
+  PGresult *res;
+  int lost;
+  int retry;   /* the statement may succeed if run again (its cached plan changed) */
+  int granted; /* an acquire handed its lease a connection */
+  const char *err_kind;
+  char err[256];
+  op_t *wnext, *wprev;
+};
+
+/* ---- pools, ops and their references ---------------------------------------------------- */
+
+static void pool_unref(pool_t *p) {
+  if (--p->refs > 0) return;
+  for (char **k = p->keys; *k; k++) free(*k);
+  for (char **v = p->values; *v; v++) free(*v);
+  free(p->keys);
+  free(p->values);
+  free(p);
+}
+
+static op_t *op_new(pool_t *p, rage__fiber_t *f, int what) {
+  op_t *op = rage__calloc(1, sizeof(*op));
+  op->pool = p;
+  op->f = f;
+  op->what = what;
+  op->phase = PH_NEW;
+  op->refs = 1;
+  p->refs++;
+  return op;
+}
+
+static void op_unref(op_t *op) {
+  if (--op->refs > 0) return;
+  if (op->res) PQclear(op->res);
+  free(op->stmt);
+  pool_unref(op->pool);
+  free(op);
+}
+
+static void op_fail(op_t *op, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void op_fail(op_t *op, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(op->err, sizeof(op->err), fmt, ap);
+  va_end(ap);
+  op->err_kind = kind;
+}
+
+/* Copies the statement into memory the op owns, for ops that cannot send it at once. */
+static void op_keep_statement(op_t *op) {
+  size_t total = (size_t)op->nparams * sizeof(char *) + strlen(op->sql) + 1;
+  for (int i = 0; i < op->nparams; i++)
+    if (op->values[i]) total += strlen(op->values[i]) + 1;
+  char *block = rage__malloc(total);
+  const char **vals = (const char **)(void *)block;
+  char *s = block + (size_t)op->nparams * sizeof(char *);
+  for (int i = 0; i < op->nparams; i++) {
+    if (op->values[i] == NULL) {
+      vals[i] = NULL;
+      continue;
+    }
+    size_t n = strlen(op->values[i]) + 1;
+    memcpy(s, op->values[i], n);
+    vals[i] = s;
+    s += n;
+  }
+  size_t n = strlen(op->sql) + 1;
+  memcpy(s, op->sql, n);
+  op->sql = s;
+  op->values = vals;
+  op->stmt = block;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  op_unref(h->data);
+}
+
+static void on_op_timer(uv_timer_t *t);
+
+static void timer_arm(op_t *op, uint64_t ms) {
+  if (ms == 0) {
+    if (op->timer_open) uv_timer_stop(&op->timer);
+    return;
+  }
+  if (!op->timer_open) {
+    uv_timer_init(op->pool->loop, &op->timer);
+    op->timer.data = op;
+    op->timer_open = 1;
+    op->refs++;
+  }
+  uv_timer_start(&op->timer, on_op_timer, ms, 0);
+}
+
+static void timer_close(op_t *op) {
+  if (!op->timer_open) return;
+  op->timer_open = 0;
+  uv_close((uv_handle_t *)&op->timer, on_timer_closed);
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void discard(pool_t *p, rage__pg_conn_t *c) {
+  p->size--;
+  p->closed_conns++;
+  rage__pg_conn_close(c);
+}
+
+static int needs_reset(rage__pg_conn_t *c) {
+  return PQtransactionStatus(c->pg) != PQTRANS_IDLE || c->dirty;
+}
+
+/* A connection back from its user, clean: idle in the pool (grant() hands it on). */
+static void release_conn(pool_t *p, rage__pg_conn_t *c) {
+  if (p->closed || c->broken || needs_reset(c)) {
+    discard(p, c);
+    return;
+  }
+  c->next = p->idle;
+  p->idle = c;
+  p->nidle++;
+}
+
+/* The most recently used idle connection that is still alive; dead ones are closed. */
+static rage__pg_conn_t *take_idle(pool_t *p) {
+  while (p->idle) {
+    rage__pg_conn_t *c = p->idle;
+    p->idle = c->next;
+    p->nidle--;
+    c->next = NULL;
+    if (rage__pg_conn_alive(c)) return c;
+    discard(p, c);
+  }
+  return NULL;
+}
+
+static void note_failure(pool_t *p, const char *msg) {
+  size_t n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
+  snprintf(p->last_error, sizeof(p->last_error), "%.*s", (int)n, msg);
+  p->connect_failures++;
+  unsigned shift = p->failures < 8 ? p->failures : 8;
+  uint64_t backoff = (uint64_t)RAGE_PG_BACKOFF_MIN << shift;
+  if (backoff > RAGE_PG_BACKOFF_MAX) backoff = RAGE_PG_BACKOFF_MAX;
+  p->failures++;
+  p->retry_at = uv_now(p->loop) + backoff;
+}
+
+/* ---- waiters ---------------------------------------------------------------------------- */
+
+static void enqueue(pool_t *p, op_t *op) {
+  op->phase = PH_WAIT;
+  op->wnext = NULL;
+  op->wprev = p->wtail;
+  if (p->wtail) p->wtail->wnext = op;
+  else p->whead = op;
+  p->wtail = op;
+  p->nwaiting++;
+}
+
+static void dequeue(pool_t *p, op_t *op) {
+  if (op->wprev) op->wprev->wnext = op->wnext;
+  else p->whead = op->wnext;
+  if (op->wnext) op->wnext->wprev = op->wprev;
+  else p->wtail = op->wprev;
+  op->wnext = op->wprev = NULL;
+  p->nwaiting--;
+}
+
+/* ---- completing ops --------------------------------------------------------------------- */
+
+/* Pushes the outcome onto the fiber's stack; returns the number of values. */
+static int op_push(op_t *op, lua_State *L) {
+  if (op->res) {
+    PGresult *res = op->res;
+    op->res = NULL;
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY ||
+        st == PGRES_SINGLE_TUPLE) {
+      if (op->err_kind == NULL) {
+        rage__pg_push_result(L, res);
+        return 1;
+      }
+      PQclear(res);
+    } else {
+      int n = rage__pg_push_error(L, res, op->lost);
+      PQclear(res);
+      if (op->retry) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retry");
+      }
+      return n;
+    }
+  }
+  if (op->err_kind) return rage__pg_push_client_error(L, op->err_kind, op->err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Undoes what a finished op handed over, for a fiber that will never see it. */
+static void drop_outcome(op_t *op) {
+  if (op->res) {
+    PQclear(op->res);
+    op->res = NULL;
+  }
+  if (op->what == OP_ACQUIRE && op->granted && op->lease && op->lease->conn) {
+    rage__pg_conn_t *c = op->lease->conn;
+    op->lease->conn = NULL;
+    op->lease->owner = NULL;
+    release_conn(op->pool, c);
+  }
+}
+
+static void detach_lease(op_t *op) {
+  if (op->lease && op->lease->op == op) op->lease->op = NULL;
+}
+
+static void resume_op(op_t *op) {
+  rage__fiber_t *f = op->f;
+  if (op->gone) return;
+  op->gone = 1;
+  if (!rage__fiber_waiting(f, op->gen)) {
+    drop_outcome(op);
+    op_unref(op);
+    return;
+  }
+  int n = op_push(op, f->L);
+  op_unref(op);
+  rage__fiber_resume(f, n);
+}
+
+static void deferred_resume(void *data) {
+  op_t *op = data;
+  resume_op(op);
+  op_unref(op);
+}
+
+/* Ends the op. `direct` resumes its fiber now (only from the op's own libuv callbacks, after
+ * the pool's state is consistent); otherwise the resume is deferred. */
+static void complete(op_t *op, int direct) {
+  op->phase = PH_DONE;
+  detach_lease(op);
+  timer_close(op);
+  if (direct) {
+    resume_op(op);
+  } else {
+    op->refs++;
+    rage__sched_defer(op->pool->sched, deferred_resume, op);
+  }
+}
+
+/* The connection of the op failed or was abandoned: close it. */
+static void drop_conn(op_t *op) {
+  rage__pg_conn_t *c = op->conn;
+  if (c == NULL) return;
+  op->conn = NULL;
+  if (op->lease && op->lease->conn == c) {
+    op->lease->conn = NULL;
+    op->lease->owner = NULL;
+  }
+  rage__pg_conn_abandon(c);
+  discard(op->pool, c);
+}
+
+/* ---- running statements ----------------------------------------------------------------- */
+
+static void on_result(rage__pg_conn_t *c, PGresult *res, void *data);
+static void on_reset(rage__pg_conn_t *c, PGresult *res, void *data);
+static void on_connected(rage__pg_conn_t *c, int ok, void *data);
+
+/* Sends the op's statement on op->conn. Returns 0, or -1 after closing a connection that
+ * could not take it (the op's outcome is then set). */
+static int start_run(op_t *op) {
+  pool_t *p = op->pool;
+  if (rage__pg_conn_send(op->conn, op->sql, op->nparams, op->values, op->simple, on_result, op) != 0) {
+    op_fail(op, "db.connection", "the database connection failed: %s", PQerrorMessage(op->conn->pg));
+    drop_conn(op);
+    return -1;
+  }
+  op->phase = PH_RUN;
+  p->statements++;
+  timer_arm(op, p->statement_ms);
+  return 0;
+}
+
+/* Starts the next reset step on op->conn (ROLLBACK, then DISCARD ALL). Returns 0 when a step
+ * runs, or -1 when none is needed or possible: the connection is then back in the pool or
+ * closed, and op->conn is NULL. */
+static int start_reset(op_t *op) {
+  pool_t *p = op->pool;
+  rage__pg_conn_t *c = op->conn;
+  PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+  const char *sql = NULL;
+  if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) sql = "ROLLBACK";
+  else if (ts == PQTRANS_IDLE && c->dirty) sql = "DISCARD ALL";
+  if (sql == NULL || c->broken) {
+    op->conn = NULL;
+    if (op->lease && op->lease->conn == c) op->lease->conn = NULL;
+    if (ts == PQTRANS_IDLE && !c->broken) release_conn(p, c);
+    else discard(p, c);
+    return -1;
+  }
+  if (rage__pg_conn_send(c, sql, 0, NULL, 1, on_reset, op) != 0) {
+    drop_conn(op);
+    return -1;
+  }
+  op->phase = PH_RESET;
+  p->resets++;
+  timer_arm(op, RAGE_PG_RESET_TIMEOUT);
+  return 0;
+}
+
+/* Opens a connection for `op`. Returns 0, or -1 with the op's outcome set (the database is in
+ * its backoff period, or the parameters are unusable). */
+static int open_conn(pool_t *p, op_t *op) {
+  uint64_t now = uv_now(p->loop);
+  if (now < p->retry_at) {
+    op_fail(op, "db.connection", "the database is unavailable: %s (next attempt in %llu ms)",
+            p->last_error, (unsigned long long)(p->retry_at - now));
+    return -1;
+  }
+  char err[200];
+  rage__pg_conn_t *c;
+  int r = rage__pg_conn_connect(&c, p->loop, (const char *const *)p->keys,
+                                (const char *const *)p->values, on_connected, op, err, sizeof(err));
+  if (r != 0) {
+    size_t n = strlen(err);
+    while (n > 0 && err[n - 1] == '\n') err[--n] = '\0';
+    op_fail(op, "db.connection", "cannot connect to the database: %s", err);
+    return -1;
+  }
+  c->pool = p;
+  c->max_stmts = p->stmt_cache;
+  p->size++;
+  p->connecting++;
+  op->conn = c;
+  op->phase = PH_CONNECT;
+  timer_arm(op, p->connect_ms);
+  return 0;
+}
+
+/* The op has its connection (op->conn): an acquire is done, a query starts. */
+static void have_conn(op_t *op, int direct) {
+  pool_t *p = op->pool;
+  if (op->what == OP_ACQUIRE) {
+    if (op->lease == NULL) {
+      release_conn(p, op->conn);
+      op->conn = NULL;
+      op_fail(op, "db.connection", "the lease was collected");
+    } else {
+      op->lease->conn = op->conn;
+      op->lease->owner = op->f;
+      op->conn = NULL;
+      op->granted = 1;
+    }
+    complete(op, direct);
+    return;
+  }
+  if (start_run(op) != 0) complete(op, direct);
+}
+
+/* Serves waiters, oldest first, with idle connections or new ones. Never runs Lua code. */
+static void grant(pool_t *p) {
+  while (p->whead) {
+    op_t *op = p->whead;
+    if (p->closed) {
+      dequeue(p, op);
+      op_fail(op, "db.connection", "the database pool is closed");
+      complete(op, 0);
+      continue;
+    }
+    rage__pg_conn_t *c = take_idle(p);
+    if (c) {
+      dequeue(p, op);
+      op->conn = c;
+      have_conn(op, 0);
+      continue;
+    }
+    if (p->size >= p->max) break;
+    dequeue(p, op);
+    if (open_conn(p, op) != 0) complete(op, 0);
+  }
+}
+
+static void on_connected(rage__pg_conn_t *c, int ok, void *data) {
+  op_t *op = data;
+  pool_t *p = op->pool;
+  p->refs++;
+  p->connecting--;
+  if (!ok) {
+    char msg[200];
+    snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+    note_failure(p, msg);
+    op->conn = NULL;
+    discard(p, c);
+    op_fail(op, "db.connection", "cannot connect to the database: %s", p->last_error);
+    grant(p);
+    complete(op, 1);
+  } else {
+    p->opened++;
+    p->failures = 0;
+    p->retry_at = 0;
+    have_conn(op, 1);
+    grant(p);
+  }
+  pool_unref(p);
+}
+
+static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
+  op_t *op = data;
+  pool_t *p = op->pool;
+  p->refs++;
+  if (op->timer_open) uv_timer_stop(&op->timer);
+  op->res = res;
+  op->lost = c->broken;
+  op->retry = c->plan_changed && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+  if (c->prepared) p->prepared++;
+  if (res == NULL) op_fail(op, "db.connection", "%s", c->error);
+  if (op->lease) {
+    /* The lease keeps its connection, whatever state the statement left it in. */
+    op->conn = NULL;
+    if (c->broken) {
+      op->lease->conn = NULL;
+      op->lease->owner = NULL;
+      discard(p, c);
+      grant(p);
+    }
+    complete(op, 1);
+  } else if (c->broken) {
+    op->conn = NULL;
+    discard(p, c);
+    grant(p);
+    complete(op, 1);
+  } else if (needs_reset(c) && start_reset(op) == 0) {
+    /* Completes in on_reset. */
+  } else {
+    if (op->conn) {
+      op->conn = NULL;
+      release_conn(p, c);
+    }
+    grant(p);
+    complete(op, 1);
+  }
+  pool_unref(p);
+}
+
+static void on_reset(rage__pg_conn_t *c, PGresult *res, void *data) {
+  op_t *op = data;
+  pool_t *p = op->pool;
+  p->refs++;
+  if (op->timer_open) uv_timer_stop(&op->timer);
+  int failed = res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK;
+  if (!failed && strcmp(PQcmdStatus(res), "DISCARD ALL") == 0) c->dirty = 0;
+  if (res) PQclear(res);
+  if (failed || c->broken) {
+    op->conn = NULL;
+    discard(p, c);
+  } else if (start_reset(op) == 0) {
+    pool_unref(p);
+    return;
+  }
+  grant(p);
+  complete(op, 1);
+  pool_unref(p);
+}
+
+static void on_op_timer(uv_timer_t *t) {
+  op_t *op = t->data;
+  pool_t *p = op->pool;
+  double secs;
+  p->refs++;
+  switch (op->phase) {
+  case PH_WAIT:
+    dequeue(p, op);
+    p->pool_timeouts++;
+    op_fail(op, "db.pool_timeout",
+            "no database connection was free within %g s (%u in use, %u waiting)",
+            (double)p->checkout_ms / 1000.0, p->size - p->nidle, p->nwaiting);
+    break;
+  case PH_CONNECT:
+    secs = (double)p->connect_ms / 1000.0;
+    p->connecting--;
+    drop_conn(op);
+    {
+      char msg[80];
+      snprintf(msg, sizeof(msg), "connecting timed out after %g s", secs);
+      note_failure(p, msg);
+    }
+    op_fail(op, "db.connection", "connecting to the database timed out after %g s", secs);
+    break;
+  case PH_RUN:
+    rage__pg_conn_cancel_remote(op->conn);
+    drop_conn(op);
+    p->timeouts++;
+    if (op->res) {
+      PQclear(op->res);
+      op->res = NULL;
+    }
+    op_fail(op, "db.timeout", "the statement was cancelled after %g s (statement_timeout)",
+            (double)p->statement_ms / 1000.0);
+    break;
+  case PH_RESET:
+    /* The caller's result stands; the connection that would not reset is closed. */
+    drop_conn(op);
+    break;
+  default:
+    pool_unref(p);
+    return;
+  }
+  grant(p);
+  complete(op, 1);
+  pool_unref(p);
+}
+
+/* The fiber was cancelled (or its rage.timeout fired): release everything, resume nothing. */
+static void op_cancel(rage__fiber_t *f, void *data) {
+  op_t *op = data;
+  pool_t *p = op->pool;
+  p->refs++;
+  switch (op->phase) {
+  case PH_WAIT:
+    dequeue(p, op);
+    break;
+  case PH_CONNECT:
+    p->connecting--;
+    drop_conn(op);
+    break;
+  case PH_RUN:
+    rage__pg_conn_cancel_remote(op->conn);
+    drop_conn(op);
+    break;
+  case PH_RESET:
+    drop_conn(op);
+    break;
+  default:
+    drop_outcome(op);
+    break;
+  }
+  op->phase = PH_DONE;
+  detach_lease(op);
+  timer_close(op);
+  grant(p);
+  if (!op->gone) {
+    op->gone = 1;
+    if (op->res) {
+      PQclear(op->res);
+      op->res = NULL;
+    }
+    op_unref(op);
+  }
+  pool_unref(p);
+}
+
+static int suspend(lua_State *L, rage__fiber_t *f, op_t *op) {
+  int r = rage__fiber_suspend(L, f, op_cancel, op);
+  op->gen = f->gen;
+  return r;
+}
+
+/* Ends an op that never suspended: pushes its outcome onto L. */
+static int finish_now(lua_State *L, op_t *op) {
+  op->phase = PH_DONE;
+  op->gone = 1;
+  detach_lease(op);
+  timer_close(op);
+  int n = op_push(op, L);
+  op_unref(op);
+  return n;
+}
+
+/* ---- Lua: shared argument handling ------------------------------------------------------ */
+
+static rage__fiber_t *current(lua_State *L) {
+  rage__fiber_t *f = rage__fiber_current(RT(L)->sched);
+  if (f == NULL) luaL_error(L, "rage.db can only be used inside a fiber");
+  return f;
+}
+
+static int push_cancelled(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "cancelled");
+  lua_pushliteral(L, "the fiber was cancelled");
+  return 3;
+}
+
+#define STACK_PARAMS 16
+
+/* Reads the statement at `idx` (sql, n, values...) into `op`. Values must be strings or nil,
+ * without NUL bytes (text parameters are C strings). */
+static void read_statement(lua_State *L, int idx, op_t *op, const char **stack) {
+  size_t len;
+  const char *sql = luaL_checklstring(L, idx, &len);
+  if (strlen(sql) != len) luaL_argerror(L, idx, "the SQL text contains a NUL byte");
+  int n = lua_isnoneornil(L, idx + 1) ? 0 : luaL_checkint(L, idx + 1);
+  if (n < 0 || n > 65535) luaL_argerror(L, idx + 1, "between 0 and 65535 parameters");
+  const char **vals = n <= STACK_PARAMS ? stack : lua_newuserdata(L, (size_t)n * sizeof(char *));
+  for (int i = 0; i < n; i++) {
+    int at = idx + 2 + i;
+    int t = lua_type(L, at);
+    if (t == LUA_TNIL || t == LUA_TNONE) {
+      vals[i] = NULL;
+    } else if (t == LUA_TSTRING) {
+      vals[i] = lua_tolstring(L, at, &len);
+      if (strlen(vals[i]) != len)
+        luaL_error(L, "parameter $%d contains a NUL byte (binary data goes through rage.db.bytea)", i + 1);
+    } else {
+      luaL_error(L, "parameter $%d must be encoded as a string or nil, not a %s", i + 1, lua_typename(L, t));
+    }
+  }
+  op->sql = sql;
+  op->nparams = n;
+  op->values = vals;
+}
+
+/* ---- Lua: pools ------------------------------------------------------------------------- */
+
+static pool_t *check_pool(lua_State *L) {
+  pool_t **box = luaL_checkudata(L, 1, POOL_MT);
+  return *box;
+}
+
+static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t def) {
+  lua_getfield(L, idx, name);
+  uint64_t v = def;
+  if (!lua_isnil(L, -1)) {
+    lua_Number s = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(s >= 0) || s > 1e7) luaL_error(L, "%s must be a number of seconds", name);
+    v = (uint64_t)(s * 1000.0 + 0.5);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static unsigned opt_count(lua_State *L, int idx, const char *name, unsigned def) {
+  lua_getfield(L, idx, name);
+  unsigned v = def;
+  if (!lua_isnil(L, -1)) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(n >= 1) || n > 100000 || n != (lua_Number)(unsigned)n)
+      luaL_error(L, "%s must be a whole number from 1 to 100000", name);
+    v = (unsigned)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static char **string_array(lua_State *L, int idx, size_t n) {
+  char **out = rage__calloc(n + 1, sizeof(char *));
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    const char *s = lua_tostring(L, -1);
+    out[i] = rage__strndup(s ? s : "", s ? strlen(s) : 0);
+    lua_pop(L, 1);
+  }
+  return out;
+}
+
+int rage__pg_lua_pool(lua_State *L) {
+  rage_runtime_t *rt = RT(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (lua_isnoneornil(L, 3)) {
+    lua_settop(L, 2);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 3, LUA_TTABLE);
+  size_t n = lua_objlen(L, 1);
+  if (n == 0 || n != lua_objlen(L, 2)) return luaL_error(L, "connection keys and values must match");
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, (int)i);
+    lua_rawgeti(L, 2, (int)i);
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "connection parameters must be strings");
+    lua_pop(L, 2);
+  }
+  unsigned max = opt_count(L, 3, "size", RAGE_PG_POOL_SIZE);
+  unsigned max_waiters = opt_count(L, 3, "max_waiters", RAGE_PG_MAX_WAITERS);
+  uint64_t checkout = opt_ms(L, 3, "checkout_timeout", RAGE_PG_CHECKOUT_TIMEOUT);
+  uint64_t connect = opt_ms(L, 3, "connect_timeout", RAGE_PG_CONNECT_TIMEOUT);
+  uint64_t statement = opt_ms(L, 3, "statement_timeout", RAGE_PG_STATEMENT_TIMEOUT);
+  lua_getfield(L, 3, "statement_cache");
+  unsigned stmt_cache = RAGE_PG_STATEMENT_CACHE;
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(v >= 0) || v > 100000 || v != (lua_Number)(unsigned)v)
+      return luaL_error(L, "statement_cache must be a whole number from 0 to 100000");
+    stmt_cache = (unsigned)v;
+  }
+  lua_pop(L, 1);
+  pool_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = NULL;
+  luaL_getmetatable(L, POOL_MT);
+  lua_setmetatable(L, -2);
+  pool_t *p = rage__calloc(1, sizeof(*p));
+  p->loop = rt->loop;
+  p->sched = rt->sched;
+  p->refs = 1;
+  p->keys = string_array(L, 1, n);
+  p->values = string_array(L, 2, n);
+  p->max = max;
+  p->max_waiters = max_waiters;
+  p->checkout_ms = checkout ? checkout : 1;
+  p->connect_ms = connect ? connect : 1;
+  p->statement_ms = statement;
+  p->stmt_cache = stmt_cache;
+  *box = p;
+  return 1;
+}
+
+/* Runs a statement on a pooled connection (per-statement lease) or on a lease's. */
+static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f, op_t *op) {
+  uv_update_time(p->loop);
+  if (ls) {
+    op->lease = ls;
+    op->conn = ls->conn;
+    ls->op = op;
+    if (start_run(op) != 0) {
+      grant(p);
+      return finish_now(L, op);
+    }
+    return suspend(L, f, op);
+  }
+  if (p->whead == NULL) {
+    rage__pg_conn_t *c;
+    while ((c = take_idle(p)) != NULL) {
+      op->conn = c;
+      if (start_run(op) == 0) return suspend(L, f, op);
+      op->err_kind = NULL;
+    }
+  }
+  op_keep_statement(op);
+  if (p->whead == NULL && p->size < p->max) {
+    if (open_conn(p, op) != 0) return finish_now(L, op);
+    return suspend(L, f, op);
+  }
+  if (p->nwaiting >= p->max_waiters) {
+    p->pool_timeouts++;
+    op_fail(op, "db.pool_timeout", "too many fibers are waiting for a database connection (%u)", p->nwaiting);
+    return finish_now(L, op);
+  }
+  enqueue(p, op);
+  timer_arm(op, p->checkout_ms);
+  return suspend(L, f, op);
+}
+
+static int pool_statement(lua_State *L, int simple) {
+  pool_t *p = check_pool(L);
+  rage__fiber_t *f = current(L);
+  const char *stack[STACK_PARAMS];
+  op_t tmp;
+  memset(&tmp, 0, sizeof(tmp));
+  if (simple) {
+    size_t len;
+    tmp.sql = luaL_checklstring(L, 2, &len);
+    if (strlen(tmp.sql) != len) return luaL_argerror(L, 2, "the SQL text contains a NUL byte");
+  } else {
+    read_statement(L, 2, &tmp, stack);
+  }
+  if (f->cancelled) return push_cancelled(L);
+  if (p->closed) return rage__pg_push_client_error(L, "db.connection", "the database pool is closed");
+  op_t *op = op_new(p, f, OP_QUERY);
+  op->sql = tmp.sql;
+  op->nparams = tmp.nparams;
+  op->values = tmp.values;
+  op->simple = simple;
+  return run_statement(L, p, NULL, f, op);
+}
+
+static int pool_query(lua_State *L) {
+  return pool_statement(L, 0);
+}
+
+static int pool_script(lua_State *L) {
+  return pool_statement(L, 1);
+}
+
+static int pool_lease(lua_State *L) {
+  pool_t *p = check_pool(L);
+  lease_t *ls = lua_newuserdata(L, sizeof(*ls));
+  memset(ls, 0, sizeof(*ls));
+  ls->pool = p;
+  p->refs++;
+  luaL_getmetatable(L, LEASE_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static void set_num(lua_State *L, const char *name, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+static int pool_stats(lua_State *L) {
+  pool_t *p = check_pool(L);
+  lua_createtable(L, 0, 16);
+  set_num(L, "size", p->size);
+  set_num(L, "busy", p->size - p->nidle - p->connecting);
+  set_num(L, "idle", p->nidle);
+  set_num(L, "connecting", p->connecting);
+  set_num(L, "waiting", p->nwaiting);
+  set_num(L, "max", p->max);
+  set_num(L, "max_waiters", p->max_waiters);
+  set_num(L, "opened", (double)p->opened);
+  set_num(L, "closed", (double)p->closed_conns);
+  set_num(L, "statements", (double)p->statements);
+  set_num(L, "prepared", (double)p->prepared);
+  set_num(L, "timeouts", (double)p->timeouts);
+  set_num(L, "pool_timeouts", (double)p->pool_timeouts);
+  set_num(L, "resets", (double)p->resets);
+  set_num(L, "connect_failures", (double)p->connect_failures);
+  uint64_t now = uv_now(p->loop);
+  set_num(L, "backoff_ms", p->retry_at > now ? (double)(p->retry_at - now) : 0);
+  if (p->last_error[0]) {
+    lua_pushstring(L, p->last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+  return 1;
+}
+
+static void close_pool(pool_t *p) {
+  p->closed = 1;
+  while (p->idle) {
+    rage__pg_conn_t *c = p->idle;
+    p->idle = c->next;
+    p->nidle--;
+    discard(p, c);
+  }
+}
+
+static int pool_close(lua_State *L) {
+  pool_t *p = check_pool(L);
+  if (p == NULL || p->closed) return 0;
+  close_pool(p);
+  grant(p); /* fails the waiters */
+  return 0;
+}
+
+static int pool_gc(lua_State *L) {
+  pool_t **box = luaL_checkudata(L, 1, POOL_MT);
+  pool_t *p = *box;
+  if (p == NULL) return 0;
+  *box = NULL;
+  /* Waiters anchor the pool object, so none are left; only idle connections are. */
+  close_pool(p);
+  pool_unref(p);
+  return 0;
+}
+
+/* ---- Lua: leases ------------------------------------------------------------------------ */
+
+static lease_t *check_lease(lua_State *L) {
+  return luaL_checkudata(L, 1, LEASE_MT);
+}
+
+static int lease_acquire(lua_State *L) {
+  lease_t *ls = check_lease(L);
+  pool_t *p = ls->pool;
+  rage__fiber_t *f = current(L);
+  if (ls->conn || ls->op) return luaL_error(L, "this lease already holds a connection");
+  if (f->cancelled) return push_cancelled(L);
+  if (p->closed) return rage__pg_push_client_error(L, "db.connection", "the database pool is closed");
+  uv_update_time(p->loop);
+  if (p->whead == NULL) {
+    rage__pg_conn_t *c = take_idle(p);
+    if (c) {
+      ls->conn = c;
+      ls->owner = f;
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  op_t *op = op_new(p, f, OP_ACQUIRE);
+  op->lease = ls;
+  ls->op = op;
+  if (p->whead == NULL && p->size < p->max) {
+    if (open_conn(p, op) != 0) return finish_now(L, op);
+    return suspend(L, f, op);
+  }
+  if (p->nwaiting >= p->max_waiters) {
+    p->pool_timeouts++;
+    op_fail(op, "db.pool_timeout", "too many fibers are waiting for a database connection (%u)", p->nwaiting);
+    return finish_now(L, op);
+  }
+  enqueue(p, op);
+  timer_arm(op, p->checkout_ms);
+  return suspend(L, f, op);
+}
+
+static int lease_statement(lua_State *L, int simple) {
+  lease_t *ls = check_lease(L);
+  pool_t *p = ls->pool;
+  rage__fiber_t *f = current(L);
+  const char *stack[STACK_PARAMS];
+  op_t tmp;
+  memset(&tmp, 0, sizeof(tmp));
+  if (simple) {
+    size_t len;
+    tmp.sql = luaL_checklstring(L, 2, &len);
+    if (strlen(tmp.sql) != len) return luaL_argerror(L, 2, "the SQL text contains a NUL byte");
+  } else {
+    read_statement(L, 2, &tmp, stack);
+  }
+  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
+  if (ls->conn && ls->owner != f)
+    return luaL_error(L, "a transaction's connection can only be used by the fiber that holds it");
+  if (f->cancelled) return push_cancelled(L);
+  if (ls->conn == NULL)
+    return rage__pg_push_client_error(L, "db.connection", "the connection of this transaction was lost");
+  op_t *op = op_new(p, f, OP_QUERY);
+  op->sql = tmp.sql;
+  op->nparams = tmp.nparams;
+  op->values = tmp.values;
+  op->simple = simple;
+  return run_statement(L, p, ls, f, op);
+}
+
+static int lease_query(lua_State *L) {
+  return lease_statement(L, 0);
+}
+
+static int lease_script(lua_State *L) {
+  return lease_statement(L, 1);
+}
+
+static int lease_release(lua_State *L) {
+  lease_t *ls = check_lease(L);
+  pool_t *p = ls->pool;
+  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
+  rage__pg_conn_t *c = ls->conn;
+  lua_pushboolean(L, 1);
+  if (c == NULL) return 1;
+  ls->conn = NULL;
+  ls->owner = NULL;
+  if (!needs_reset(c) || c->broken) {
+    release_conn(p, c);
+    grant(p);
+    return 1;
+  }
+  rage__fiber_t *f = rage__fiber_current(RT(L)->sched);
+  if (f == NULL || f->cancelled) {
+    /* No one can wait for a reset: closing the connection rolls back on the server. */
+    discard(p, c);
+    grant(p);
+    return 1;
+  }
+  lua_pop(L, 1);
+  uv_update_time(p->loop);
+  op_t *op = op_new(p, f, OP_RELEASE);
+  op->conn = c;
+  if (start_reset(op) != 0) {
+    grant(p);
+    return finish_now(L, op);
+  }
+  return suspend(L, f, op);
+}
+
+static int lease_status(lua_State *L) {
+  lease_t *ls = check_lease(L);
+  if (ls->conn == NULL) {
+    lua_pushliteral(L, "none");
+    return 1;
+  }
+  switch (PQtransactionStatus(ls->conn->pg)) {
+  case PQTRANS_IDLE: lua_pushliteral(L, "idle"); break;
+  case PQTRANS_INTRANS: lua_pushliteral(L, "transaction"); break;
+  case PQTRANS_INERROR: lua_pushliteral(L, "failed"); break;
+  case PQTRANS_ACTIVE: lua_pushliteral(L, "active"); break;
+  default: lua_pushliteral(L, "unknown"); break;
+  }
+  return 1;
+}
+
+static int lease_gc(lua_State *L) {
+  lease_t *ls = check_lease(L);
+  pool_t *p = ls->pool;
+  if (p == NULL) return 0;
+  ls->pool = NULL;
+  if (ls->op) {
+    /* The op carries on as if it ran on a pooled connection and returns it itself. */
+    ls->op->lease = NULL;
+    ls->op = NULL;
+  } else if (ls->conn) {
+    discard(p, ls->conn);
+  }
+  ls->conn = NULL;
+  pool_unref(p);
+  return 0;
+}
+
+/* ---- registration ----------------------------------------------------------------------- */
+
+static void add_methods(lua_State *L, void *rt, const char *name, const luaL_Reg *methods,
+                        lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, rt);
+  luaL_openlib(L, NULL, methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+}
+
+void rage__pg_pool_open(lua_State *L, void *rt) {
+  static const luaL_Reg pool_methods[] = {
+      {"query", pool_query}, {"script", pool_script}, {"lease", pool_lease},
+      {"stats", pool_stats}, {"close", pool_close},   {NULL, NULL}};
+  static const luaL_Reg lease_methods[] = {
+      {"acquire", lease_acquire}, {"query", lease_query},   {"script", lease_script},
+      {"release", lease_release}, {"status", lease_status}, {NULL, NULL}};
+  add_methods(L, rt, POOL_MT, pool_methods, pool_gc);
+  add_methods(L, rt, LEASE_MT, lease_methods, lease_gc);
+}
