@@ -464,18 +464,47 @@ static void query_step(rage__pg_conn_t *c, int status, int events) {
   collect(c);
 }
 
+/* ---- notifications ---------------------------------------------------------------------- */
+
+static void wait_step(rage__pg_conn_t *c, int status) {
+  PGnotify *n = NULL;
+  if (status < 0 || !PQconsumeInput(c->pg)) c->broken = 1;
+  else n = PQnotifies(c->pg);
+  check_socket(c);
+  if (n == NULL && !c->broken) return; /* a notice or a parameter change: keep waiting */
+  c->waiting = 0;
+  watch_close(c);
+  rage__pg_notify_cb cb = c->on_notify;
+  c->on_notify = NULL;
+  cb(c, n, c->data);
+}
+
+int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data) {
+  if (c->broken || c->busy || c->connecting || c->waiting) return -1;
+  if (watch(c, UV_READABLE) != 0) {
+    check_socket(c);
+    watch_close(c);
+    return -1;
+  }
+  c->waiting = 1;
+  c->on_notify = cb;
+  c->data = data;
+  return 0;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   watch_t *w = h->data;
   rage__pg_conn_t *c = w->conn;
   if (c == NULL) return;
   if (c->connecting) connect_step(c);
   else if (c->busy) query_step(c, status, events);
+  else if (c->waiting) wait_step(c, status);
   else watch_close(c);
 }
 
 int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
                        int simple, rage__pg_result_cb cb, void *data) {
-  if (c->broken || c->busy || c->connecting) return -1;
+  if (c->broken || c->busy || c->connecting || c->waiting) return -1;
   c->exec_stmt = NULL;
   c->prepared = c->plan_changed = c->pipeline = 0;
   int ok;
@@ -507,8 +536,9 @@ void rage__pg_conn_abandon(rage__pg_conn_t *c) {
   watch_close(c);
   c->on_result = NULL;
   c->on_connect = NULL;
+  c->on_notify = NULL;
   if (c->busy || c->connecting) c->broken = 1;
-  c->busy = c->connecting = 0;
+  c->busy = c->connecting = c->waiting = 0;
   c->error[0] = '\0';
   c->exec_stmt = NULL;
   if (c->first_error) PQclear(c->first_error);

@@ -32,6 +32,10 @@ typedef void (*rage__pg_connect_cb)(rage__pg_conn_t *c, int ok, void *data);
  * c->error says what happened, and c->broken is set. */
 typedef void (*rage__pg_result_cb)(rage__pg_conn_t *c, PGresult *res, void *data);
 
+/* Called once when a notification arrives on a waiting connection (`n`, freed with PQfreemem by
+ * the callback), or with NULL when the connection failed (c->broken is set). */
+typedef void (*rage__pg_notify_cb)(rage__pg_conn_t *c, PGnotify *n, void *data);
+
 struct rage__pg_conn_s {
   PGconn *pg;
   uv_loop_t *loop;
@@ -40,10 +44,12 @@ struct rage__pg_conn_s {
   uint64_t ino;                   /* its inode: a new socket may reuse a closed one's number */
   int connecting;                 /* PQconnectPoll drives the connection */
   int busy;                       /* a statement runs */
+  int waiting;                    /* waiting for a notification (LISTEN) */
   int broken;                     /* failed or abandoned: close it, never reuse it */
   int dirty;                      /* session state changed (SET, LISTEN...): reset before reuse */
   rage__pg_connect_cb on_connect;
   rage__pg_result_cb on_result;
+  rage__pg_notify_cb on_notify;
   void *data;
   PGresult *first_error; /* results gathered while a statement runs */
   PGresult *last;
@@ -93,8 +99,13 @@ int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *co
 int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
                        int simple, rage__pg_result_cb cb, void *data);
 
-/* Abandons the running operation without calling its callback. The protocol state is then
- * unknown, so the connection is marked broken: close it. */
+/* Waits on an idle connection for a notification (after LISTEN). Returns 0 and calls `cb`
+ * later, or -1 when the connection cannot be watched. rage__pg_conn_abandon() stops the wait
+ * and leaves the connection usable. Notifications that already arrived are in PQnotifies(). */
+int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data);
+
+/* Abandons the running operation without calling its callback. A statement's or a connection
+ * attempt's protocol state is then unknown, so the connection is marked broken: close it. */
 void rage__pg_conn_abandon(rage__pg_conn_t *c);
 
 /* Asks the server to cancel the statement running on `c`. libpq's PQcancel() blocks while it

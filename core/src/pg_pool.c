@@ -64,8 +64,8 @@ struct lease_s {
   op_t *op; /* the op using this lease, while one runs */
 };
 
-enum { OP_QUERY, OP_ACQUIRE, OP_RELEASE };
-enum { PH_NEW, PH_WAIT, PH_CONNECT, PH_RUN, PH_RESET, PH_DONE };
+enum { OP_QUERY, OP_ACQUIRE, OP_RELEASE, OP_NOTIFY };
+enum { PH_NEW, PH_WAIT, PH_CONNECT, PH_RUN, PH_RESET, PH_LISTEN, PH_DONE };
 
 struct op_s {
   pool_t *pool;
@@ -90,6 +90,7 @@ struct op_s {
   int lost;
   int retry;   /* the statement may succeed if run again (its cached plan changed) */
   int granted; /* an acquire handed its lease a connection */
+  PGnotify *notify;
   const char *err_kind;
   char err[256];
   op_t *wnext, *wprev;
@@ -120,6 +121,7 @@ static op_t *op_new(pool_t *p, rage__fiber_t *f, int what) {
 static void op_unref(op_t *op) {
   if (--op->refs > 0) return;
   if (op->res) PQclear(op->res);
+  if (op->notify) PQfreemem(op->notify);
   free(op->stmt);
   pool_unref(op->pool);
   free(op);
@@ -257,7 +259,20 @@ static void dequeue(pool_t *p, op_t *op) {
 /* ---- completing ops --------------------------------------------------------------------- */
 
 /* Pushes the outcome onto the fiber's stack; returns the number of values. */
+static int push_notify(lua_State *L, PGnotify *n) {
+  lua_pushstring(L, n->relname);
+  lua_pushstring(L, n->extra ? n->extra : "");
+  lua_pushinteger(L, n->be_pid);
+  PQfreemem(n);
+  return 3;
+}
+
 static int op_push(op_t *op, lua_State *L) {
+  if (op->notify) {
+    PGnotify *n = op->notify;
+    op->notify = NULL;
+    return push_notify(L, n);
+  }
   if (op->res) {
     PGresult *res = op->res;
     op->res = NULL;
@@ -289,6 +304,12 @@ static void drop_outcome(op_t *op) {
   if (op->res) {
     PQclear(op->res);
     op->res = NULL;
+  }
+  if (op->notify) {
+    /* A notification the fiber will not see is lost, as one that arrives between waits is not:
+     * those stay queued in libpq. */
+    PQfreemem(op->notify);
+    op->notify = NULL;
   }
   if (op->what == OP_ACQUIRE && op->granted && op->lease && op->lease->conn) {
     rage__pg_conn_t *c = op->lease->conn;
@@ -618,6 +639,12 @@ static void op_cancel(rage__fiber_t *f, void *data) {
     break;
   case PH_RESET:
     drop_conn(op);
+    break;
+  case PH_LISTEN:
+    /* No statement in flight: the connection stays with its lease, usable. */
+    rage__pg_conn_abandon(op->conn);
+    if (op->lease == NULL) release_conn(p, op->conn); /* the lease was collected meanwhile */
+    op->conn = NULL;
     break;
   default:
     drop_outcome(op);
@@ -1041,6 +1068,57 @@ static int lease_release(lua_State *L) {
   return suspend(L, f, op);
 }
 
+static void on_notify(rage__pg_conn_t *c, PGnotify *n, void *data) {
+  op_t *op = data;
+  pool_t *p = op->pool;
+  p->refs++;
+  op->notify = n;
+  if (n == NULL) {
+    op_fail(op, "db.connection", "the listening connection failed: %s", PQerrorMessage(c->pg));
+    op->lost = 1;
+    if (op->lease == NULL) {
+      op->conn = NULL;
+      discard(p, c);
+    } else {
+      drop_conn(op);
+    }
+    grant(p);
+  } else {
+    op->conn = NULL;
+    if (op->lease == NULL) release_conn(p, c); /* the lease was collected meanwhile */
+  }
+  complete(op, 1);
+  pool_unref(p);
+}
+
+/* lease:wait_notify() -> channel, payload, pid | nil, kind, message, fields. Returns a
+ * notification that already arrived without waiting. */
+static int lease_wait_notify(lua_State *L) {
+  lease_t *ls = check_lease(L);
+  pool_t *p = ls->pool;
+  rage__fiber_t *f = current(L);
+  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
+  if (ls->conn && ls->owner != f)
+    return luaL_error(L, "a listening connection can only be used by the fiber that holds it");
+  if (f->cancelled) return push_cancelled(L);
+  if (ls->conn == NULL)
+    return rage__pg_push_client_error(L, "db.connection", "the listening connection was lost");
+  PGnotify *n = PQnotifies(ls->conn->pg);
+  if (n) return push_notify(L, n);
+  op_t *op = op_new(p, f, OP_NOTIFY);
+  op->lease = ls;
+  op->conn = ls->conn;
+  ls->op = op;
+  if (rage__pg_conn_wait(op->conn, on_notify, op) != 0) {
+    op_fail(op, "db.connection", "the listening connection failed");
+    drop_conn(op);
+    grant(p);
+    return finish_now(L, op);
+  }
+  op->phase = PH_LISTEN;
+  return suspend(L, f, op);
+}
+
 static int lease_status(lua_State *L) {
   lease_t *ls = check_lease(L);
   if (ls->conn == NULL) {
@@ -1094,7 +1172,8 @@ void rage__pg_pool_open(lua_State *L, void *rt) {
       {"stats", pool_stats}, {"close", pool_close},   {NULL, NULL}};
   static const luaL_Reg lease_methods[] = {
       {"acquire", lease_acquire}, {"query", lease_query},   {"script", lease_script},
-      {"release", lease_release}, {"status", lease_status}, {NULL, NULL}};
+      {"release", lease_release}, {"status", lease_status}, {"wait_notify", lease_wait_notify},
+      {NULL, NULL}};
   add_methods(L, rt, POOL_MT, pool_methods, pool_gc);
   add_methods(L, rt, LEASE_MT, lease_methods, lease_gc);
 }

@@ -33,6 +33,9 @@
  *   lease:query(sql, n, p1..pn), lease:script(sql)   as the pool's, on the pinned connection
  *   lease:release()              -> true, after a reset when one is needed       (may suspend)
  *   lease:status()               -> "none", "idle", "transaction", "failed", "active", "unknown"
+ *   lease:wait_notify()          -> channel, payload, pid | nil, kind, message, fields
+ *                                   (after LISTEN; suspends until a notification arrives;
+ *                                   cancelling the wait leaves the connection usable)
  * A lease collected while it holds a connection closes that connection.
  */
 #ifndef RAGE_PG_POOL_H

@@ -359,6 +359,51 @@ function Database:transaction(fn, opts)
   return unpack(res, 2, res.n)
 end
 
+local function quote_ident(name)
+  return '"' .. gsub(name, '"', '""') .. '"'
+end
+
+-- Listens on one channel or a list of channels and calls fn(payload, channel, pid) for every
+-- notification, in the calling fiber, until fn returns false (listen then returns) or the fiber
+-- is cancelled. The listening connection is one of the pool's, held meanwhile; fn's own
+-- queries use others. Usually run in a detached fiber:
+--   rage.spawn(function() rage.db.listen("events", on_event) end):detach()
+function Database:listen(channels, fn)
+  if type(channels) == "string" then channels = {channels} end
+  if type(channels) ~= "table" or #channels == 0 then
+    error("rage.db.listen expects a channel name or a list of them", 2)
+  end
+  for i = 1, #channels do
+    if type(channels[i]) ~= "string" or channels[i] == "" then error("rage.db.listen: channel names are strings", 2) end
+  end
+  if type(fn) ~= "function" then error("rage.db.listen expects a function", 2) end
+  if not core_fiber() then error("rage.db.listen can only be used inside a fiber", 2) end
+  local lease = self:pool():lease()
+  local ok, kind, msg, fields = lease:acquire()
+  if not ok then raise(kind, msg, fields) end
+  local res = pack(pcall(function()
+    for i = 1, #channels do
+      local r, k, m, f = lease:query("LISTEN " .. quote_ident(channels[i]), 0)
+      if not r then raise(k, m, f) end
+    end
+    while true do
+      local channel, payload, pid, f = lease:wait_notify()
+      if not channel then raise(payload, pid, f) end
+      if fn(payload, channel, pid) == false then return end
+    end
+  end))
+  lease:release()   -- DISCARD ALL (which includes UNLISTEN) before the pool lends it again
+  if not res[1] then error(res[2], 0) end
+end
+
+-- Sends a notification (pg_notify): delivered when the current transaction commits, or at
+-- once outside one.
+function Database:notify(channel, payload)
+  if type(channel) ~= "string" or channel == "" then error("rage.db.notify expects a channel name", 2) end
+  if payload ~= nil and type(payload) ~= "string" then error("rage.db.notify: the payload must be a string", 2) end
+  rows_of(run(self, false, "SELECT pg_notify($1, $2)", 2, channel, payload or ""))
+end
+
 -- True when this fiber is inside a transaction of this database.
 function Database:in_transaction()
   return current_lease(self) ~= nil
@@ -374,6 +419,134 @@ function Database:close()
   local p = self._pool
   self._pool = nil
   if p then p:close() end
+end
+
+-- ---- migrations -----------------------------------------------------------------------------
+--
+-- DIR holds one .sql file per migration, applied in file-name order (name them
+-- 20240101120000_create_todos.sql). A line "-- migrate:down" splits a file: above it what
+-- migrate runs, below it what rollback runs. Each migration runs in its own transaction under
+-- an advisory lock (workers and machines migrating at once apply each one once); applied
+-- versions are rows of schema_migrations. Statements that refuse transactions (CREATE INDEX
+-- CONCURRENTLY) do not belong in migrations.
+
+local MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, " ..
+  "applied_at timestamptz NOT NULL DEFAULT now())"
+local MIGRATIONS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('rage.db.migrations'))"
+
+-- CREATE TABLE IF NOT EXISTS is not safe against itself in another session: take the lock.
+local function ensure_migrations_table(db)
+  db:transaction(function()
+    db:query(MIGRATIONS_LOCK)
+    db:script(MIGRATIONS_TABLE)
+  end)
+end
+
+local function read_migrations(dir, level)
+  if type(dir) ~= "string" then error("rage.db: a migrations directory is required", level + 1) end
+  local names = core.scandir(dir)
+  if not names then error("rage.db: cannot read the migrations directory " .. dir, level + 1) end
+  table.sort(names)
+  local list = {}
+  for _, name in ipairs(names) do
+    local version = name:match("^(.+)%.sql$")
+    if version then
+      local f = io.open(dir .. "/" .. name, "rb")
+      if not f then error("rage.db: cannot read " .. dir .. "/" .. name, level + 1) end
+      local text = f:read("*a")
+      f:close()
+      local up, down = text, ""
+      local at, stop = text:find("\n%-%-%s*migrate:down[^\n]*")
+      if at then
+        up, down = text:sub(1, at), text:sub(stop + 1)
+      elseif text:find("^%-%-%s*migrate:down") then
+        local nl = text:find("\n", 1, true)
+        up, down = "", nl and text:sub(nl + 1) or ""
+      end
+      list[#list + 1] = {version = version, path = dir .. "/" .. name, up = up, down = down}
+    end
+  end
+  return list
+end
+
+local function run_migration(db, m, sql, applying)
+  local ok, err = pcall(db.transaction, db, function()
+    db:query(MIGRATIONS_LOCK)
+    local present = db:query_one("SELECT 1 AS x FROM schema_migrations WHERE version = $1", m.version) ~= nil
+    if present == applying then return false end
+    if sql:find("%S") then db:script(sql) end
+    if applying then
+      db:exec("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)
+    else
+      db:exec("DELETE FROM schema_migrations WHERE version = $1", m.version)
+    end
+    return true
+  end)
+  if not ok then
+    if errors.is(err) then
+      err.migration = m.version
+      err.message = m.path .. ": " .. tostring(err.message)
+    end
+    error(err, 0)
+  end
+  return err
+end
+
+-- Applies the migrations of dir not applied yet, in order. Returns the versions applied.
+function Database:migrate(dir)
+  local list = read_migrations(dir, 2)
+  ensure_migrations_table(self)
+  local done = {}
+  for _, m in ipairs(list) do
+    if run_migration(self, m, m.up, true) then done[#done + 1] = m.version end
+  end
+  return done
+end
+
+-- Undoes the last `steps` (1) applied migrations, newest first. Returns the versions undone.
+function Database:rollback(dir, steps)
+  steps = steps or 1
+  if type(steps) ~= "number" or steps < 1 or steps % 1 ~= 0 then
+    error("rage.db.rollback: steps must be a whole number >= 1", 2)
+  end
+  local by_version = {}
+  for _, m in ipairs(read_migrations(dir, 2)) do by_version[m.version] = m end
+  ensure_migrations_table(self)
+  local done = {}
+  for _, row in ipairs(self:query("SELECT version FROM schema_migrations ORDER BY version DESC LIMIT $1", steps)) do
+    local m = by_version[row.version]
+    if not m then
+      errors.raise("db.migration", "no file for the applied migration " .. row.version .. " in " .. dir)
+    end
+    if not m.down:find("%S") then
+      errors.raise("db.migration", m.path .. " has no \"-- migrate:down\" part: it cannot be rolled back",
+        {migration = m.version})
+    end
+    if run_migration(self, m, m.down, false) then done[#done + 1] = m.version end
+  end
+  return done
+end
+
+-- Every migration of dir and of the database: {version =, applied = bool, applied_at =,
+-- file = bool}, in version order.
+function Database:migration_status(dir)
+  local list = read_migrations(dir, 2)
+  ensure_migrations_table(self)
+  local applied = {}
+  for _, row in ipairs(self:query("SELECT version, applied_at FROM schema_migrations")) do
+    applied[row.version] = row.applied_at
+  end
+  local out, seen = {}, {}
+  for _, m in ipairs(list) do
+    seen[m.version] = true
+    out[#out + 1] = {version = m.version, applied = applied[m.version] ~= nil, applied_at = applied[m.version],
+      file = true}
+  end
+  for version, at in pairs(applied) do
+    if not seen[version] then out[#out + 1] = {version = version, applied = true, applied_at = at, file = false} end
+  end
+  table.sort(out, function(a, b) return a.version < b.version end)
+  return out
 end
 
 -- ---- the default database -------------------------------------------------------------------
@@ -421,7 +594,8 @@ function _M.default()
   return get_default()
 end
 
-for _, name in ipairs({"query", "query_one", "exec", "script", "transaction", "in_transaction", "stats"}) do
+for _, name in ipairs({"query", "query_one", "exec", "script", "transaction", "in_transaction", "stats", "listen",
+  "notify", "migrate", "rollback", "migration_status"}) do
   local method = Database[name]
   _M[name] = function(...)
     return method(get_default(), ...)

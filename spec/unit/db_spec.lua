@@ -674,6 +674,137 @@ describe("rage.db", function()
     end)
   end)
 
+  describe("listen and notify", function()
+    it("deliver notifications in order to a listening fiber", function()
+      local got = {}
+      local listener = rage.spawn(function()
+        db.listen("events", function(payload, channel, pid)
+          got[#got + 1] = {payload, channel, type(pid)}
+          -- The handler may query: through other connections.
+          assert.equal(1, db.query_one("SELECT 1 AS x").x)
+          if #got == 3 then return false end
+        end)
+        return "done"
+      end)
+      rage.sleep(0.05)
+      for i = 1, 3 do db.notify("events", "m" .. i) end
+      assert.equal("done", listener:wait())
+      assert.same({{"m1", "events", "number"}, {"m2", "events", "number"}, {"m3", "events", "number"}}, got)
+      assert.equal(0, db.stats().busy)
+    end)
+
+    it("deliver at COMMIT, and nothing from a rolled back transaction", function()
+      local got = {}
+      local listener = rage.spawn(function()
+        db.listen({"Mixed Case", 'with "quotes"'}, function(payload, channel)
+          got[#got + 1] = channel .. ":" .. payload
+          if payload == "last" then return false end
+        end)
+      end)
+      rage.sleep(0.05)
+      pcall(db.transaction, function()
+        db.notify("Mixed Case", "rolled back")
+        error("no")
+      end)
+      db.transaction(function()
+        db.notify("Mixed Case", "committed")
+        rage.sleep(0.05)
+        assert.equal(0, #got)
+      end)
+      db.notify('with "quotes"', "last")
+      listener:wait()
+      assert.same({"Mixed Case:committed", 'with "quotes":last'}, got)
+    end)
+
+    it("give the connection back when the listening fiber is cancelled", function()
+      local d = db.new{url = srv.url, pool = 1}
+      local listener = rage.spawn(function() d:listen("nobody", function() end) end)
+      rage.sleep(0.05)
+      assert.equal(1, d:stats().busy)
+      listener:cancel()
+      assert.equal("cancelled", errors.kind(failure(listener.wait, listener)))
+      assert.equal(0, d:stats().busy)
+      assert.equal(1, d:query_one("SELECT 1 AS x").x)   -- the pool is usable at once
+      d:close()
+    end)
+
+    it("let rage.timeout bound a listen", function()
+      local err = failure(rage.timeout, 0.1, function() db.listen("quiet", function() end) end)
+      assert.equal("timeout", err.kind)
+      assert.equal(0, db.stats().busy)
+    end)
+  end)
+
+  describe("migrations", function()
+    local dir
+
+    local function write(name, text)
+      local f = assert(io.open(dir .. "/" .. name, "wb"))
+      f:write(text)
+      f:close()
+    end
+
+    before_each(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir) == 0)
+      db.script("DROP TABLE IF EXISTS schema_migrations, m_todos, m_tags")
+      write("001_todos.sql", "CREATE TABLE m_todos (id serial PRIMARY KEY, title text);\n" ..
+        "INSERT INTO m_todos (title) VALUES ('first');\n-- migrate:down\nDROP TABLE m_todos;\n")
+      write("002_tags.sql", "CREATE TABLE m_tags (name text);\n-- migrate:down\nDROP TABLE m_tags;\n")
+      write("README", "not a migration")
+    end)
+
+    after_each(function()
+      os.execute("rm -rf " .. dir)
+    end)
+
+    it("apply in order, once", function()
+      assert.same({"001_todos", "002_tags"}, db.migrate(dir))
+      assert.same({}, db.migrate(dir))
+      assert.equal("first", db.query_one("SELECT title FROM m_todos").title)
+      local st = db.migration_status(dir)
+      assert.same({"001_todos", "002_tags"}, {st[1].version, st[2].version})
+      assert.is_true(st[1].applied and st[2].applied and st[1].file)
+      assert.is_string(st[1].applied_at)
+    end)
+
+    it("roll back the newest first", function()
+      db.migrate(dir)
+      assert.same({"002_tags"}, db.rollback(dir))
+      assert.equal("db.syntax", failure(db.query, "SELECT * FROM m_tags").kind)
+      assert.same({true, false}, {db.migration_status(dir)[1].applied, db.migration_status(dir)[2].applied})
+      assert.same({"002_tags"}, db.migrate(dir))
+      assert.same({"002_tags", "001_todos"}, db.rollback(dir, 2))
+      assert.same({}, db.rollback(dir))
+    end)
+
+    it("leave nothing of a migration that fails", function()
+      write("003_broken.sql", "CREATE TABLE m_half (x int);\nSELEC oops;\n")
+      local err = failure(db.migrate, dir)
+      assert.equal("db.syntax", err.kind)
+      assert.equal("003_broken", err.migration)
+      assert.matches("003_broken.sql", err.message)
+      assert.equal(0, #db.query("SELECT * FROM pg_tables WHERE tablename = 'm_half'"))
+      local st = db.migration_status(dir)
+      assert.same({true, true, false}, {st[1].applied, st[2].applied, st[3].applied})
+    end)
+
+    it("refuse to roll back a migration without a down part", function()
+      write("003_oneway.sql", "ALTER TABLE m_tags ADD COLUMN color text;\n")
+      assert.same({"001_todos", "002_tags", "003_oneway"}, db.migrate(dir))
+      local err = failure(db.rollback, dir)
+      assert.equal("db.migration", err.kind)
+      assert.equal("003_oneway", err.migration)
+      assert.is_true(db.migration_status(dir)[3].applied)
+    end)
+
+    it("migrate once when several fibers race", function()
+      local a, b = rage.await(function() return db.migrate(dir) end, function() return db.migrate(dir) end)
+      assert.equal(2, #a + #b)
+    end)
+  end)
+
   describe("configuration", function()
     it("rejects unknown settings at the caller's line", function()
       local ok, err = pcall(db.new, {url = srv.url, poool = 3})
