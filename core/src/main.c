@@ -6,6 +6,7 @@
  *   rage-lua new NAME
  *   rage-lua routes DIR
  *   rage-lua console DIR
+ *   rage-lua db create|migrate|rollback|status DIR
  *   rage-lua test [DIR|PATH...]
  *   rage-lua --version | --help
  */
@@ -27,6 +28,7 @@ static const char usage[] =
     "  run DIR            serve the app in DIR\n"
     "  routes DIR         print the app's routes\n"
     "  console DIR        a Lua console inside the runtime with the app loaded\n"
+    "  db CMD DIR         the app's database: create, migrate, rollback [STEPS], status\n"
     "  test [DIR|PATH...] run busted specs inside the runtime: an app's spec/, or the\n"
     "                     given paths (default: spec/ in the current directory)\n"
     "\n"
@@ -237,6 +239,11 @@ int main(int argc, char **argv) {
     if (argc != 3) return die("usage: rage-lua console DIR");
     if (check_app_dir(argv[2]) != 0) return 1;
     return cmd_lua("console", 1, argv + 2, NULL);
+  }
+  if (strcmp(argv[1], "db") == 0) {
+    if (argc < 4 || argc > 5) return die("usage: rage-lua db create|migrate|rollback|status DIR [STEPS]");
+    if (check_app_dir(argv[3]) != 0) return 1;
+    return cmd_lua("db", argc - 2, argv + 2, NULL);
   }
   if (strcmp(argv[1], "test") == 0) {
     const char *env = getenv("RAGE_ENV");

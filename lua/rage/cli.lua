@@ -55,6 +55,76 @@ function _M.test(...)
   return exit_code
 end
 
+-- ---- rage-lua db create|migrate|rollback|status DIR ------------------------------------------
+
+local function database_url(app)
+  local url = os.getenv("DATABASE_URL")
+  local c = app.config.database
+  if (not url or url == "") and type(c) == "table" then url = c.url end
+  if (not url or url == "") and type(c) == "string" then url = c end
+  return url
+end
+
+-- rage-lua db COMMAND DIR [STEPS]: the app's database and db/migrations/*.sql.
+function _M.db(command, dir, steps)
+  local usage = "usage: rage-lua db create|migrate|rollback|status DIR [STEPS]"
+  if not command or not dir then
+    stderr(usage)
+    return 1
+  end
+  local rage = require("rage")
+  local app = require("rage.app").load(dir)
+  rage.app = app
+  local db = rage.db
+  local migrations = app.dir .. "/db/migrations"
+  if command == "create" then
+    local url = database_url(app)
+    if not url then
+      stderr("no database configured: set DATABASE_URL or `database = {url = ...}` in config/application.lua")
+      return 1
+    end
+    local base, name, rest = url:match("^(postgres[%w]*://[^/]*)/([^?]+)(.*)$")
+    if not name then
+      stderr("DATABASE_URL must name a database: postgres://user@host:port/NAME")
+      return 1
+    end
+    local admin = db.new({url = base .. "/postgres" .. rest, pool = 1})
+    local exists = admin:query_one("SELECT 1 AS x FROM pg_database WHERE datname = $1", name)
+    if exists then
+      io.stdout:write("database ", name, " already exists\n")
+    else
+      admin:exec('CREATE DATABASE "' .. name:gsub('"', '""') .. '"')
+      io.stdout:write("created database ", name, "\n")
+    end
+    admin:close()
+    return 0
+  elseif command == "migrate" then
+    local done = db.migrate(migrations)
+    if #done == 0 then io.stdout:write("no pending migrations\n") end
+    for _, v in ipairs(done) do io.stdout:write("migrated ", v, "\n") end
+    return 0
+  elseif command == "rollback" then
+    local n = tonumber(steps or "1")
+    if not n or n < 1 then
+      stderr("STEPS must be a positive number")
+      return 1
+    end
+    local done = db.rollback(migrations, n)
+    if #done == 0 then io.stdout:write("nothing to roll back\n") end
+    for _, v in ipairs(done) do io.stdout:write("rolled back ", v, "\n") end
+    return 0
+  elseif command == "status" then
+    io.stdout:write(string.format("%-8s %-28s %s\n", "status", "version", "file"))
+    for _, m in ipairs(db.migration_status(migrations)) do
+      io.stdout:write(string.format("%-8s %-28s %s\n", m.applied and "up" or "down", m.version,
+        m.file and "" or "(no file)"))
+    end
+    return 0
+  end
+  stderr(usage)
+  return 1
+end
+
 -- ---- rage-lua console DIR --------------------------------------------------------------------
 
 local function show(v, depth)

@@ -146,7 +146,7 @@ function _M.new(app)
       req.status = status
       if status >= 500 then
         log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
-        fail(req, status, "Internal Server Error\n")
+        fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
       else
         fail(req, status, (err.message or "Error") .. "\n")
       end
