@@ -4,7 +4,7 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
-APP        ?= apps/hello
+APP        ?= apps/todo
 PORT       ?= 3000
 
 .PHONY: all deps build run test test-fast test-asan bench fuzz clean
@@ -18,9 +18,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Serves the showcase app on http://127.0.0.1:$(PORT).
+# Serves the showcase app on http://127.0.0.1:$(PORT), with a throwaway PostgreSQL when
+# DATABASE_URL is not set.
 run: build
-	$(BUILD)/rage-lua run $(APP) --port $(PORT)
+	RAGE_BIN=$(BUILD)/rage-lua tools/run-app $(APP) --port $(PORT)
 
 # The whole suite: the ASan + UBSan build runs the C tests and the end-to-end specs, then the
 # regular build runs everything. The last lines are ctest's summary.
