@@ -857,27 +857,39 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
   return suspend(L, f, op);
 }
 
+/* Reads the statement at argument 2: SQL text alone (simple: several statements, no parameters)
+ * or SQL and its parameters. The parameter strings stay on the Lua stack; `stack` must outlive
+ * the statement's start, where run_statement() keeps copies. */
+static void read_args(lua_State *L, int simple, op_t *tmp, const char **stack) {
+  memset(tmp, 0, sizeof(*tmp));
+  if (simple) {
+    size_t len;
+    tmp->sql = luaL_checklstring(L, 2, &len);
+    if (strlen(tmp->sql) != len) luaL_argerror(L, 2, "the SQL text contains a NUL byte");
+  } else {
+    read_statement(L, 2, tmp, stack);
+  }
+}
+
+static int start_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
+                           const op_t *tmp, int simple) {
+  op_t *op = op_new(p, f, OP_QUERY);
+  op->sql = tmp->sql;
+  op->nparams = tmp->nparams;
+  op->values = tmp->values;
+  op->simple = simple;
+  return run_statement(L, p, ls, f, op);
+}
+
 static int pool_statement(lua_State *L, int simple) {
   pool_t *p = check_pool(L);
   rage__fiber_t *f = current(L);
   const char *stack[STACK_PARAMS];
   op_t tmp;
-  memset(&tmp, 0, sizeof(tmp));
-  if (simple) {
-    size_t len;
-    tmp.sql = luaL_checklstring(L, 2, &len);
-    if (strlen(tmp.sql) != len) return luaL_argerror(L, 2, "the SQL text contains a NUL byte");
-  } else {
-    read_statement(L, 2, &tmp, stack);
-  }
+  read_args(L, simple, &tmp, stack);
   if (f->cancelled) return push_cancelled(L);
   if (p->closed) return rage__pg_push_client_error(L, "db.connection", "the database pool is closed");
-  op_t *op = op_new(p, f, OP_QUERY);
-  op->sql = tmp.sql;
-  op->nparams = tmp.nparams;
-  op->values = tmp.values;
-  op->simple = simple;
-  return run_statement(L, p, NULL, f, op);
+  return start_statement(L, p, NULL, f, &tmp, simple);
 }
 
 static int pool_query(lua_State *L) {
@@ -1006,26 +1018,14 @@ static int lease_statement(lua_State *L, int simple) {
   rage__fiber_t *f = current(L);
   const char *stack[STACK_PARAMS];
   op_t tmp;
-  memset(&tmp, 0, sizeof(tmp));
-  if (simple) {
-    size_t len;
-    tmp.sql = luaL_checklstring(L, 2, &len);
-    if (strlen(tmp.sql) != len) return luaL_argerror(L, 2, "the SQL text contains a NUL byte");
-  } else {
-    read_statement(L, 2, &tmp, stack);
-  }
+  read_args(L, simple, &tmp, stack);
   if (ls->op) return luaL_error(L, "this connection is busy with another statement");
   if (ls->conn && ls->owner != f)
     return luaL_error(L, "a transaction's connection can only be used by the fiber that holds it");
   if (f->cancelled) return push_cancelled(L);
   if (ls->conn == NULL)
     return rage__pg_push_client_error(L, "db.connection", "the connection of this transaction was lost");
-  op_t *op = op_new(p, f, OP_QUERY);
-  op->sql = tmp.sql;
-  op->nparams = tmp.nparams;
-  op->values = tmp.values;
-  op->simple = simple;
-  return run_statement(L, p, ls, f, op);
+  return start_statement(L, p, ls, f, &tmp, simple);
 }
 
 static int lease_query(lua_State *L) {
