@@ -154,13 +154,15 @@ function _M.start(opts)
   end, 5)
   assert(srv.pid, "the server wrapper did not report a PID")
   local timeout = opts.timeout or 15
+  -- The server either announces itself or exits (a boot failure): stop waiting at either.
   local listening = _M.wait_for(function()
     local text = read_file(log) or ""
     local url = text:match("listening on (http://%S+)")
     if url then return url end
-    if read_file(statusfile) then return false end
+    if read_file(statusfile) then return "exited" end
     return nil
   end, timeout)
+  if listening == "exited" then listening = nil end
   if not listening then
     local text = srv:log()
     srv:stop()
