@@ -15,8 +15,8 @@ local errors = require("rage.errors")
 local log = require("rage.log")
 local cookies = require("rage.cookies")
 
-local loadfile, unpack, type, pairs, ipairs, tostring, sort, pcall, xpcall =
-  loadfile, unpack, type, pairs, ipairs, tostring, table.sort, pcall, xpcall
+local loadfile, unpack, type, pairs, ipairs, tostring, sort, pcall, xpcall, setmetatable =
+  loadfile, unpack, type, pairs, ipairs, tostring, table.sort, pcall, xpcall, setmetatable
 
 local _M = {}
 
@@ -144,6 +144,16 @@ local function cookie_settings(dir, env, config)
   return settings
 end
 
+-- A loaded app can be mounted inside another one's routes, Rails-engine style:
+--   r:mount("/admin", require("rage.app").load("admin"))
+-- It then serves the paths under the prefix with its own middleware, router and controllers.
+local App = {}
+App.__index = App
+
+function App:call(req, params)
+  self.handler(req.box, req.method, params.path_info or "/", req.query_string)
+end
+
 -- Loads the app in `dir` and installs its request handler. Returns the app table.
 function _M.load(dir)
   dir = dir:gsub("/+$", "")
@@ -170,8 +180,8 @@ function _M.load(dir)
   router:compile()
   ok, err = pcall(dispatcher.prepare, router, controllers)
   if not ok then fail(routes_path .. ": " .. tostring(err)) end
-  local app = {dir = dir, env = env, config = config, router = router, controllers = controllers,
-               cookie_settings = cookie_conf}
+  local app = setmetatable({dir = dir, env = env, config = config, router = router,
+                            controllers = controllers, cookie_settings = cookie_conf}, App)
   ok, err = pcall(function() app.middleware = require("rage.middleware").stack(app) end)
   if not ok then fail(tostring(type(err) == "table" and err.message or err)) end
   app.handler = dispatcher.new(app)
