@@ -1,5 +1,6 @@
 /*
- * pg_pool.c - connection pools and the fiber side of PostgreSQL (see pg_pool.h).
+ * pg_pool.c - connection pools and the fiber side of PostgreSQL (see pg_pool.h); the Lua
+ * methods that drive them are in pg_lua.c, and what the two share in pg_internal.h.
  *
  * Each suspending Lua call gets an operation (op_t) that walks through
  *   WAIT (queued for a connection) -> CONNECT (opening one) -> RUN (statement in flight)
@@ -12,62 +13,29 @@
  * Resuming: completions that come from the op's own libuv callbacks resume its fiber at once,
  * after the pool's books are straight. Everything else (a connection handed to a waiter when
  * another fiber returns it, a waiter failed because the database is down) is resumed through
- * rage__sched_defer, so no fiber ever runs inside another's call. grant() is the one place
+ * rage__sched_defer, so no fiber ever runs inside another's call. rage__pg_pool_grant() is the one place
  * that serves waiters; it never runs Lua code.
  *
  * Garbage collection may run a lease's finalizer in the middle of any of this, so finalizers
  * only close connections and adjust counters; they never serve waiters or resume fibers.
  */
-#include "pg_pool.h"
+#include "pg_internal.h"
 
-#include <lauxlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime.h"
 #include "util.h"
 
-#define POOL_MT "rage.pg.pool"
-#define LEASE_MT "rage.pg.lease"
-#define RT(L) ((rage_runtime_t *)lua_touserdata((L), lua_upvalueindex(1)))
-
-typedef struct op_s op_t;
-typedef struct lease_s lease_t;
-
-typedef struct {
-  uv_loop_t *loop;
-  rage__sched_t *sched;
-  int refs;   /* the Lua object, each lease object, each op */
-  int closed; /* no new connection; returned ones are closed */
-  char **keys, **values;
-  unsigned max, max_waiters;
-  uint64_t checkout_ms, connect_ms, statement_ms;
-  unsigned stmt_cache;   /* prepared statements kept per connection */
-  rage__pg_conn_t *idle; /* most recently returned first */
-  unsigned nidle;
-  unsigned size;         /* connections open or being opened */
-  unsigned connecting;
-  op_t *whead, *wtail;   /* FIFO of waiting ops */
-  unsigned nwaiting;
-  unsigned failures;     /* consecutive failed connection attempts */
-  uint64_t retry_at;     /* no new attempt before this loop time */
-  char last_error[200];
-  uint64_t opened, closed_conns, statements, prepared, timeouts, pool_timeouts, resets, connect_failures;
-} pool_t;
-
-struct lease_s {
-  pool_t *pool;
-  rage__pg_conn_t *conn;
-  rage__fiber_t *owner;
-  op_t *op; /* the op using this lease, while one runs */
-};
+typedef rage__pg_pool_t pool_t;
+typedef rage__pg_lease_t lease_t;
+typedef rage__pg_op_t op_t;
 
 enum { OP_QUERY, OP_ACQUIRE, OP_RELEASE, OP_NOTIFY };
 enum { PH_NEW, PH_WAIT, PH_CONNECT, PH_RUN, PH_RESET, PH_LISTEN, PH_DONE };
 
-struct op_s {
+struct rage__pg_op_s {
   pool_t *pool;
   int what;
   int phase;
@@ -98,7 +66,7 @@ struct op_s {
 
 /* ---- pools, ops and their references ---------------------------------------------------- */
 
-static void pool_unref(pool_t *p) {
+void rage__pg_pool_unref(pool_t *p) {
   if (--p->refs > 0) return;
   for (char **k = p->keys; *k; k++) free(*k);
   for (char **v = p->values; *v; v++) free(*v);
@@ -123,7 +91,7 @@ static void op_unref(op_t *op) {
   if (op->res) PQclear(op->res);
   if (op->notify) PQfreemem(op->notify);
   free(op->stmt);
-  pool_unref(op->pool);
+  rage__pg_pool_unref(op->pool);
   free(op);
 }
 
@@ -199,7 +167,7 @@ static int needs_reset(rage__pg_conn_t *c) {
   return PQtransactionStatus(c->pg) != PQTRANS_IDLE || c->dirty;
 }
 
-/* A connection back from its user, clean: idle in the pool (grant() hands it on). */
+/* A connection back from its user, clean: idle in the pool (rage__pg_pool_grant() hands it on). */
 static void release_conn(pool_t *p, rage__pg_conn_t *c) {
   if (p->closed || c->broken || needs_reset(c)) {
     discard(p, c);
@@ -467,8 +435,7 @@ static void have_conn(op_t *op, int direct) {
   if (start_run(op) != 0) complete(op, direct);
 }
 
-/* Serves waiters, oldest first, with idle connections or new ones. Never runs Lua code. */
-static void grant(pool_t *p) {
+void rage__pg_pool_grant(pool_t *p) {
   while (p->whead) {
     op_t *op = p->whead;
     if (p->closed) {
@@ -502,16 +469,16 @@ static void on_connected(rage__pg_conn_t *c, int ok, void *data) {
     op->conn = NULL;
     discard(p, c);
     op_fail(op, "db.connection", "cannot connect to the database: %s", p->last_error);
-    grant(p);
+    rage__pg_pool_grant(p);
     complete(op, 1);
   } else {
     p->opened++;
     p->failures = 0;
     p->retry_at = 0;
     have_conn(op, 1);
-    grant(p);
+    rage__pg_pool_grant(p);
   }
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
 static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
@@ -531,13 +498,13 @@ static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
       op->lease->conn = NULL;
       op->lease->owner = NULL;
       discard(p, c);
-      grant(p);
+      rage__pg_pool_grant(p);
     }
     complete(op, 1);
   } else if (c->broken) {
     op->conn = NULL;
     discard(p, c);
-    grant(p);
+    rage__pg_pool_grant(p);
     complete(op, 1);
   } else if (needs_reset(c) && start_reset(op) == 0) {
     /* Completes in on_reset. */
@@ -546,10 +513,10 @@ static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
       op->conn = NULL;
       release_conn(p, c);
     }
-    grant(p);
+    rage__pg_pool_grant(p);
     complete(op, 1);
   }
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
 static void on_reset(rage__pg_conn_t *c, PGresult *res, void *data) {
@@ -564,12 +531,12 @@ static void on_reset(rage__pg_conn_t *c, PGresult *res, void *data) {
     op->conn = NULL;
     discard(p, c);
   } else if (start_reset(op) == 0) {
-    pool_unref(p);
+    rage__pg_pool_unref(p);
     return;
   }
-  grant(p);
+  rage__pg_pool_grant(p);
   complete(op, 1);
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
 static void on_op_timer(uv_timer_t *t) {
@@ -612,12 +579,12 @@ static void on_op_timer(uv_timer_t *t) {
     drop_conn(op);
     break;
   default:
-    pool_unref(p);
+    rage__pg_pool_unref(p);
     return;
   }
-  grant(p);
+  rage__pg_pool_grant(p);
   complete(op, 1);
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
 /* The fiber was cancelled (or its rage.timeout fired): release everything, resume nothing. */
@@ -653,7 +620,7 @@ static void op_cancel(rage__fiber_t *f, void *data) {
   op->phase = PH_DONE;
   detach_lease(op);
   timer_close(op);
-  grant(p);
+  rage__pg_pool_grant(p);
   if (!op->gone) {
     op->gone = 1;
     if (op->res) {
@@ -662,7 +629,7 @@ static void op_cancel(rage__fiber_t *f, void *data) {
     }
     op_unref(op);
   }
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
 static int suspend(lua_State *L, rage__fiber_t *f, op_t *op) {
@@ -682,144 +649,7 @@ static int finish_now(lua_State *L, op_t *op) {
   return n;
 }
 
-/* ---- Lua: shared argument handling ------------------------------------------------------ */
-
-static rage__fiber_t *current(lua_State *L) {
-  rage__fiber_t *f = rage__fiber_current(RT(L)->sched);
-  if (f == NULL) luaL_error(L, "rage.db can only be used inside a fiber");
-  return f;
-}
-
-static int push_cancelled(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "cancelled");
-  lua_pushliteral(L, "the fiber was cancelled");
-  return 3;
-}
-
-#define STACK_PARAMS 16
-
-/* Reads the statement at `idx` (sql, n, values...) into `op`. Values must be strings or nil,
- * without NUL bytes (text parameters are C strings). */
-static void read_statement(lua_State *L, int idx, op_t *op, const char **stack) {
-  size_t len;
-  const char *sql = luaL_checklstring(L, idx, &len);
-  if (strlen(sql) != len) luaL_argerror(L, idx, "the SQL text contains a NUL byte");
-  int n = lua_isnoneornil(L, idx + 1) ? 0 : luaL_checkint(L, idx + 1);
-  if (n < 0 || n > 65535) luaL_argerror(L, idx + 1, "between 0 and 65535 parameters");
-  const char **vals = n <= STACK_PARAMS ? stack : lua_newuserdata(L, (size_t)n * sizeof(char *));
-  for (int i = 0; i < n; i++) {
-    int at = idx + 2 + i;
-    int t = lua_type(L, at);
-    if (t == LUA_TNIL || t == LUA_TNONE) {
-      vals[i] = NULL;
-    } else if (t == LUA_TSTRING) {
-      vals[i] = lua_tolstring(L, at, &len);
-      if (strlen(vals[i]) != len)
-        luaL_error(L, "parameter $%d contains a NUL byte (binary data goes through rage.db.bytea)", i + 1);
-    } else {
-      luaL_error(L, "parameter $%d must be encoded as a string or nil, not a %s", i + 1, lua_typename(L, t));
-    }
-  }
-  op->sql = sql;
-  op->nparams = n;
-  op->values = vals;
-}
-
-/* ---- Lua: pools ------------------------------------------------------------------------- */
-
-static pool_t *check_pool(lua_State *L) {
-  pool_t **box = luaL_checkudata(L, 1, POOL_MT);
-  return *box;
-}
-
-static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t def) {
-  lua_getfield(L, idx, name);
-  uint64_t v = def;
-  if (!lua_isnil(L, -1)) {
-    lua_Number s = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || !(s >= 0) || s > 1e7) luaL_error(L, "%s must be a number of seconds", name);
-    v = (uint64_t)(s * 1000.0 + 0.5);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static unsigned opt_count(lua_State *L, int idx, const char *name, unsigned def) {
-  lua_getfield(L, idx, name);
-  unsigned v = def;
-  if (!lua_isnil(L, -1)) {
-    lua_Number n = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || !(n >= 1) || n > 100000 || n != (lua_Number)(unsigned)n)
-      luaL_error(L, "%s must be a whole number from 1 to 100000", name);
-    v = (unsigned)n;
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static char **string_array(lua_State *L, int idx, size_t n) {
-  char **out = rage__calloc(n + 1, sizeof(char *));
-  for (size_t i = 0; i < n; i++) {
-    lua_rawgeti(L, idx, (int)i + 1);
-    const char *s = lua_tostring(L, -1);
-    out[i] = rage__strndup(s ? s : "", s ? strlen(s) : 0);
-    lua_pop(L, 1);
-  }
-  return out;
-}
-
-int rage__pg_lua_pool(lua_State *L) {
-  rage_runtime_t *rt = RT(L);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  if (lua_isnoneornil(L, 3)) {
-    lua_settop(L, 2);
-    lua_newtable(L);
-  }
-  luaL_checktype(L, 3, LUA_TTABLE);
-  size_t n = lua_objlen(L, 1);
-  if (n == 0 || n != lua_objlen(L, 2)) return luaL_error(L, "connection keys and values must match");
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, (int)i);
-    lua_rawgeti(L, 2, (int)i);
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-      return luaL_error(L, "connection parameters must be strings");
-    lua_pop(L, 2);
-  }
-  unsigned max = opt_count(L, 3, "size", RAGE_PG_POOL_SIZE);
-  unsigned max_waiters = opt_count(L, 3, "max_waiters", RAGE_PG_MAX_WAITERS);
-  uint64_t checkout = opt_ms(L, 3, "checkout_timeout", RAGE_PG_CHECKOUT_TIMEOUT);
-  uint64_t connect = opt_ms(L, 3, "connect_timeout", RAGE_PG_CONNECT_TIMEOUT);
-  uint64_t statement = opt_ms(L, 3, "statement_timeout", RAGE_PG_STATEMENT_TIMEOUT);
-  lua_getfield(L, 3, "statement_cache");
-  unsigned stmt_cache = RAGE_PG_STATEMENT_CACHE;
-  if (!lua_isnil(L, -1)) {
-    lua_Number v = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || !(v >= 0) || v > 100000 || v != (lua_Number)(unsigned)v)
-      return luaL_error(L, "statement_cache must be a whole number from 0 to 100000");
-    stmt_cache = (unsigned)v;
-  }
-  lua_pop(L, 1);
-  pool_t **box = lua_newuserdata(L, sizeof(*box));
-  *box = NULL;
-  luaL_getmetatable(L, POOL_MT);
-  lua_setmetatable(L, -2);
-  pool_t *p = rage__calloc(1, sizeof(*p));
-  p->loop = rt->loop;
-  p->sched = rt->sched;
-  p->refs = 1;
-  p->keys = string_array(L, 1, n);
-  p->values = string_array(L, 2, n);
-  p->max = max;
-  p->max_waiters = max_waiters;
-  p->checkout_ms = checkout ? checkout : 1;
-  p->connect_ms = connect ? connect : 1;
-  p->statement_ms = statement;
-  p->stmt_cache = stmt_cache;
-  *box = p;
-  return 1;
-}
+/* ---- entry points of the Lua methods (pg_lua.c) ---------------------------------------- */
 
 /* Runs a statement on a pooled connection (per-statement lease) or on a lease's. */
 static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f, op_t *op) {
@@ -829,7 +659,7 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
     op->conn = ls->conn;
     ls->op = op;
     if (start_run(op) != 0) {
-      grant(p);
+      rage__pg_pool_grant(p);
       return finish_now(L, op);
     }
     return suspend(L, f, op);
@@ -857,134 +687,18 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
   return suspend(L, f, op);
 }
 
-/* Reads the statement at argument 2: SQL text alone (simple: several statements, no parameters)
- * or SQL and its parameters. The parameter strings stay on the Lua stack; `stack` must outlive
- * the statement's start, where run_statement() keeps copies. */
-static void read_args(lua_State *L, int simple, op_t *tmp, const char **stack) {
-  memset(tmp, 0, sizeof(*tmp));
-  if (simple) {
-    size_t len;
-    tmp->sql = luaL_checklstring(L, 2, &len);
-    if (strlen(tmp->sql) != len) luaL_argerror(L, 2, "the SQL text contains a NUL byte");
-  } else {
-    read_statement(L, 2, tmp, stack);
-  }
-}
-
-static int start_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
-                           const op_t *tmp, int simple) {
+int rage__pg_pool_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
+                            const rage__pg_args_t *a, int simple) {
   op_t *op = op_new(p, f, OP_QUERY);
-  op->sql = tmp->sql;
-  op->nparams = tmp->nparams;
-  op->values = tmp->values;
+  op->sql = a->sql;
+  op->nparams = a->nparams;
+  op->values = a->values;
   op->simple = simple;
   return run_statement(L, p, ls, f, op);
 }
 
-static int pool_statement(lua_State *L, int simple) {
-  pool_t *p = check_pool(L);
-  rage__fiber_t *f = current(L);
-  const char *stack[STACK_PARAMS];
-  op_t tmp;
-  read_args(L, simple, &tmp, stack);
-  if (f->cancelled) return push_cancelled(L);
-  if (p->closed) return rage__pg_push_client_error(L, "db.connection", "the database pool is closed");
-  return start_statement(L, p, NULL, f, &tmp, simple);
-}
-
-static int pool_query(lua_State *L) {
-  return pool_statement(L, 0);
-}
-
-static int pool_script(lua_State *L) {
-  return pool_statement(L, 1);
-}
-
-static int pool_lease(lua_State *L) {
-  pool_t *p = check_pool(L);
-  lease_t *ls = lua_newuserdata(L, sizeof(*ls));
-  memset(ls, 0, sizeof(*ls));
-  ls->pool = p;
-  p->refs++;
-  luaL_getmetatable(L, LEASE_MT);
-  lua_setmetatable(L, -2);
-  return 1;
-}
-
-static void set_num(lua_State *L, const char *name, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, name);
-}
-
-static int pool_stats(lua_State *L) {
-  pool_t *p = check_pool(L);
-  lua_createtable(L, 0, 16);
-  set_num(L, "size", p->size);
-  set_num(L, "busy", p->size - p->nidle - p->connecting);
-  set_num(L, "idle", p->nidle);
-  set_num(L, "connecting", p->connecting);
-  set_num(L, "waiting", p->nwaiting);
-  set_num(L, "max", p->max);
-  set_num(L, "max_waiters", p->max_waiters);
-  set_num(L, "opened", (double)p->opened);
-  set_num(L, "closed", (double)p->closed_conns);
-  set_num(L, "statements", (double)p->statements);
-  set_num(L, "prepared", (double)p->prepared);
-  set_num(L, "timeouts", (double)p->timeouts);
-  set_num(L, "pool_timeouts", (double)p->pool_timeouts);
-  set_num(L, "resets", (double)p->resets);
-  set_num(L, "connect_failures", (double)p->connect_failures);
-  uint64_t now = uv_now(p->loop);
-  set_num(L, "backoff_ms", p->retry_at > now ? (double)(p->retry_at - now) : 0);
-  if (p->last_error[0]) {
-    lua_pushstring(L, p->last_error);
-    lua_setfield(L, -2, "last_error");
-  }
-  return 1;
-}
-
-static void close_pool(pool_t *p) {
-  p->closed = 1;
-  while (p->idle) {
-    rage__pg_conn_t *c = p->idle;
-    p->idle = c->next;
-    p->nidle--;
-    discard(p, c);
-  }
-}
-
-static int pool_close(lua_State *L) {
-  pool_t *p = check_pool(L);
-  if (p == NULL || p->closed) return 0;
-  close_pool(p);
-  grant(p); /* fails the waiters */
-  return 0;
-}
-
-static int pool_gc(lua_State *L) {
-  pool_t **box = luaL_checkudata(L, 1, POOL_MT);
-  pool_t *p = *box;
-  if (p == NULL) return 0;
-  *box = NULL;
-  /* Waiters anchor the pool object, so none are left; only idle connections are. */
-  close_pool(p);
-  pool_unref(p);
-  return 0;
-}
-
-/* ---- Lua: leases ------------------------------------------------------------------------ */
-
-static lease_t *check_lease(lua_State *L) {
-  return luaL_checkudata(L, 1, LEASE_MT);
-}
-
-static int lease_acquire(lua_State *L) {
-  lease_t *ls = check_lease(L);
+int rage__pg_lease_acquire(lua_State *L, lease_t *ls, rage__fiber_t *f) {
   pool_t *p = ls->pool;
-  rage__fiber_t *f = current(L);
-  if (ls->conn || ls->op) return luaL_error(L, "this lease already holds a connection");
-  if (f->cancelled) return push_cancelled(L);
-  if (p->closed) return rage__pg_push_client_error(L, "db.connection", "the database pool is closed");
   uv_update_time(p->loop);
   if (p->whead == NULL) {
     rage__pg_conn_t *c = take_idle(p);
@@ -1012,34 +726,8 @@ static int lease_acquire(lua_State *L) {
   return suspend(L, f, op);
 }
 
-static int lease_statement(lua_State *L, int simple) {
-  lease_t *ls = check_lease(L);
+int rage__pg_lease_release(lua_State *L, lease_t *ls) {
   pool_t *p = ls->pool;
-  rage__fiber_t *f = current(L);
-  const char *stack[STACK_PARAMS];
-  op_t tmp;
-  read_args(L, simple, &tmp, stack);
-  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
-  if (ls->conn && ls->owner != f)
-    return luaL_error(L, "a transaction's connection can only be used by the fiber that holds it");
-  if (f->cancelled) return push_cancelled(L);
-  if (ls->conn == NULL)
-    return rage__pg_push_client_error(L, "db.connection", "the connection of this transaction was lost");
-  return start_statement(L, p, ls, f, &tmp, simple);
-}
-
-static int lease_query(lua_State *L) {
-  return lease_statement(L, 0);
-}
-
-static int lease_script(lua_State *L) {
-  return lease_statement(L, 1);
-}
-
-static int lease_release(lua_State *L) {
-  lease_t *ls = check_lease(L);
-  pool_t *p = ls->pool;
-  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
   rage__pg_conn_t *c = ls->conn;
   lua_pushboolean(L, 1);
   if (c == NULL) return 1;
@@ -1047,14 +735,14 @@ static int lease_release(lua_State *L) {
   ls->owner = NULL;
   if (!needs_reset(c) || c->broken) {
     release_conn(p, c);
-    grant(p);
+    rage__pg_pool_grant(p);
     return 1;
   }
-  rage__fiber_t *f = rage__fiber_current(RT(L)->sched);
+  rage__fiber_t *f = rage__fiber_current(p->sched);
   if (f == NULL || f->cancelled) {
     /* No one can wait for a reset: closing the connection rolls back on the server. */
     discard(p, c);
-    grant(p);
+    rage__pg_pool_grant(p);
     return 1;
   }
   lua_pop(L, 1);
@@ -1062,7 +750,7 @@ static int lease_release(lua_State *L) {
   op_t *op = op_new(p, f, OP_RELEASE);
   op->conn = c;
   if (start_reset(op) != 0) {
-    grant(p);
+    rage__pg_pool_grant(p);
     return finish_now(L, op);
   }
   return suspend(L, f, op);
@@ -1082,27 +770,17 @@ static void on_notify(rage__pg_conn_t *c, PGnotify *n, void *data) {
     } else {
       drop_conn(op);
     }
-    grant(p);
+    rage__pg_pool_grant(p);
   } else {
     op->conn = NULL;
     if (op->lease == NULL) release_conn(p, c); /* the lease was collected meanwhile */
   }
   complete(op, 1);
-  pool_unref(p);
+  rage__pg_pool_unref(p);
 }
 
-/* lease:wait_notify() -> channel, payload, pid | nil, kind, message, fields. Returns a
- * notification that already arrived without waiting. */
-static int lease_wait_notify(lua_State *L) {
-  lease_t *ls = check_lease(L);
+int rage__pg_lease_wait_notify(lua_State *L, lease_t *ls, rage__fiber_t *f) {
   pool_t *p = ls->pool;
-  rage__fiber_t *f = current(L);
-  if (ls->op) return luaL_error(L, "this connection is busy with another statement");
-  if (ls->conn && ls->owner != f)
-    return luaL_error(L, "a listening connection can only be used by the fiber that holds it");
-  if (f->cancelled) return push_cancelled(L);
-  if (ls->conn == NULL)
-    return rage__pg_push_client_error(L, "db.connection", "the listening connection was lost");
   PGnotify *n = PQnotifies(ls->conn->pg);
   if (n) return push_notify(L, n);
   op_t *op = op_new(p, f, OP_NOTIFY);
@@ -1112,33 +790,25 @@ static int lease_wait_notify(lua_State *L) {
   if (rage__pg_conn_wait(op->conn, on_notify, op) != 0) {
     op_fail(op, "db.connection", "the listening connection failed");
     drop_conn(op);
-    grant(p);
+    rage__pg_pool_grant(p);
     return finish_now(L, op);
   }
   op->phase = PH_LISTEN;
   return suspend(L, f, op);
 }
 
-static int lease_status(lua_State *L) {
-  lease_t *ls = check_lease(L);
-  if (ls->conn == NULL) {
-    lua_pushliteral(L, "none");
-    return 1;
+void rage__pg_pool_close(pool_t *p) {
+  p->closed = 1;
+  while (p->idle) {
+    rage__pg_conn_t *c = p->idle;
+    p->idle = c->next;
+    p->nidle--;
+    discard(p, c);
   }
-  switch (PQtransactionStatus(ls->conn->pg)) {
-  case PQTRANS_IDLE: lua_pushliteral(L, "idle"); break;
-  case PQTRANS_INTRANS: lua_pushliteral(L, "transaction"); break;
-  case PQTRANS_INERROR: lua_pushliteral(L, "failed"); break;
-  case PQTRANS_ACTIVE: lua_pushliteral(L, "active"); break;
-  default: lua_pushliteral(L, "unknown"); break;
-  }
-  return 1;
 }
 
-static int lease_gc(lua_State *L) {
-  lease_t *ls = check_lease(L);
+void rage__pg_lease_drop(lease_t *ls) {
   pool_t *p = ls->pool;
-  if (p == NULL) return 0;
   ls->pool = NULL;
   if (ls->op) {
     /* The op carries on as if it ran on a pooled connection and returns it itself. */
@@ -1148,32 +818,5 @@ static int lease_gc(lua_State *L) {
     discard(p, ls->conn);
   }
   ls->conn = NULL;
-  pool_unref(p);
-  return 0;
-}
-
-/* ---- registration ----------------------------------------------------------------------- */
-
-static void add_methods(lua_State *L, void *rt, const char *name, const luaL_Reg *methods,
-                        lua_CFunction gc) {
-  luaL_newmetatable(L, name);
-  lua_newtable(L);
-  lua_pushlightuserdata(L, rt);
-  luaL_openlib(L, NULL, methods, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-}
-
-void rage__pg_pool_open(lua_State *L, void *rt) {
-  static const luaL_Reg pool_methods[] = {
-      {"query", pool_query}, {"script", pool_script}, {"lease", pool_lease},
-      {"stats", pool_stats}, {"close", pool_close},   {NULL, NULL}};
-  static const luaL_Reg lease_methods[] = {
-      {"acquire", lease_acquire}, {"query", lease_query},   {"script", lease_script},
-      {"release", lease_release}, {"status", lease_status}, {"wait_notify", lease_wait_notify},
-      {NULL, NULL}};
-  add_methods(L, rt, POOL_MT, pool_methods, pool_gc);
-  add_methods(L, rt, LEASE_MT, lease_methods, lease_gc);
+  rage__pg_pool_unref(p);
 }
