@@ -72,8 +72,12 @@ local function traceback_handler(e)
   return debug.traceback(tostring(e), 2)
 end
 
-local function run(h, f, ...)
+local log = require("rage.log")
+
+local function run(h, rid, f, ...)
+  if rid then log.bind_request_id(rid) end
   settle(h, xpcall(f, traceback_handler, ...))
+  if rid then log.bind_request_id(nil) end
 end
 
 -- Starts f(...) in a new fiber; it runs until its first wait before spawn returns.
@@ -81,7 +85,7 @@ function _M.spawn(f, ...)
   if type(f) ~= "function" then error("rage.spawn expects a function", 2) end
   local h = setmetatable({_state = "running"}, Handle)
   local scope = core_locals(false)
-  h._fiber = core_spawn(run, h, f, ...)
+  h._fiber = core_spawn(run, h, log.request_id(), f, ...)
   if h._state == "running" and scope then push(scope, "__children", h) end
   return h
 end

@@ -139,7 +139,10 @@ function _M.new(app)
     local ok, err = xpcall(chain, on_error, req)
     async.end_scope()
     if not ok then
-      if errors.is(err, "cancelled") then return end
+      if errors.is(err, "cancelled") then
+        if req.id then log.bind_request_id(nil) end
+        return
+      end
       -- As in Rails, an error nobody rescued discards the cookies and session changes.
       req.cookie_jar = nil
       local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
@@ -176,6 +179,7 @@ function _M.new(app)
         log.info(format("%s %s -> %s %d in %.2fms", method, path, action, req.status or 0, ms))
       end
     end
+    if req.id then log.bind_request_id(nil) end
   end
 end
 

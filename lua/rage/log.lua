@@ -14,7 +14,8 @@ local core = require("rage.core")
 
 local tostring, select, concat, type, pairs, ipairs, error, pcall, sort, date, unpack, rawget, next =
   tostring, select, table.concat, type, pairs, ipairs, error, pcall, table.sort, os.date, unpack, rawget, next
-local core_log, core_level, core_line, core_locals = core.log, core.log_level, core.log_line, core.locals
+local core_log, core_level, core_line, core_locals, core_fiber =
+  core.log, core.log_level, core.log_line, core.locals, core.fiber
 
 local _M = {}
 
@@ -70,10 +71,31 @@ local function text_line(msg, tags, fields)
   return concat(out, " ")
 end
 
+-- Request ids by fiber (the C fiber's address): set by the request-id middleware for the
+-- request's job and passed on to the fibers it spawns. A plain table keyed by a light userdata
+-- costs no allocation per request, unlike a fiber-local table would.
+local request_ids = {}
+
+-- Binds `id` to the calling fiber (nil unbinds). Returns the id bound before.
+function _M.bind_request_id(id)
+  local f = core_fiber()
+  if not f then return nil end
+  local before = request_ids[f]
+  request_ids[f] = id
+  return before
+end
+
+-- The request id of the calling fiber, or nil.
+function _M.request_id()
+  local f = core_fiber()
+  return f and request_ids[f]
+end
+
 local function emit(level, msg, extra)
   local l = core_locals(false)
   local st = l and l.__log
-  local rid = l and l.__request_id
+  local f = core_fiber()
+  local rid = f and request_ids[f]
   -- Fields of the line: the job's context, its request id, then this call's own.
   local fields
   if rid or (st and next(st.fields)) or extra then

@@ -8,6 +8,7 @@
 
 local core = require("rage.core")
 local async = require("rage.async")
+local log = require("rage.log")
 
 local type, error, tostring, format, find, lower, concat, random = type, error, tostring, string.format, string.find, string.lower, table.concat, math.random
 local match, gmatch = string.match, string.gmatch
@@ -38,14 +39,14 @@ function _M.request_id()
     if not id or #id > 128 or not find(id, "^[%w%-_%.:@]+$") then
       if not prefix then
         math.randomseed(core.pid * 7919 + math.floor(core.clock() * 1e6))
-        prefix = format("%x%04x", core.pid, random(0, 0xffff))
+        prefix = format("%x%04x-", core.pid, random(0, 0xffff))
       end
       counter = counter + 1
-      id = format("%s-%x", prefix, counter)
+      id = prefix .. counter
     end
     req.id = id
     req:add_header("x-request-id", id)
-    core.locals(true).__request_id = id   -- every log line of this request (and its fibers) carries it
+    log.bind_request_id(id)   -- every log line of this request (and of the fibers it spawns) carries it
     return nxt(req)
   end
 end
