@@ -383,12 +383,6 @@ static int core_fiber(lua_State *L) {
   return 2;
 }
 
-static int core_active_fibers(lua_State *L) {
-  rage_runtime_t *rt = RT(L);
-  lua_pushinteger(L, (lua_Integer)rage__sched_active(rt->sched));
-  return 1;
-}
-
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
     {"spawn", rage__async_lua_spawn},
@@ -411,7 +405,6 @@ static const luaL_Reg core_funcs[] = {
     {"stat", core_stat},
     {"realpath", core_realpath},
     {"fiber", core_fiber},
-    {"active_fibers", core_active_fibers},
     {NULL, NULL},
 };
 

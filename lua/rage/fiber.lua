@@ -9,7 +9,7 @@ local core = require("rage.core")
 local errors = require("rage.errors")
 
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
-local type, error, select = type, error, select
+local type, error = type, error
 local core_sleep = core.sleep
 local SUSPEND = core.SUSPEND
 
@@ -65,5 +65,4 @@ function _M.check(ok, ...)
   return ok, ...
 end
 
-_M.select = select
 return _M
