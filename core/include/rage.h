@@ -245,9 +245,17 @@ int rage_runtime_dispatch(rage_runtime_t *rt, const rage_request_t *req, rage_re
 #define RAGE_WORKER_EXIT_FATAL 78
 
 typedef int (*rage_worker_main_cb)(int index, void *data);
+typedef void (*rage_workers_ready_cb)(void *data);
 
+/*
+ * `on_ready(data)`, when not NULL, runs in the master once every worker has called
+ * rage_worker_ready() (once, for the first full set; restarted workers do not call it again).
+ */
 int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb worker_main,
-                     void *data);
+                     rage_workers_ready_cb on_ready, void *data);
+
+/* Tells the master that this worker accepts connections. No effect outside a worker. */
+void rage_worker_ready(void);
 
 /*
  * Checks that host:port can be bound by a process that does not share it, which tells whether

@@ -114,6 +114,7 @@ static int serve(const run_opts_t *o, int reuseport, int announce) {
     return RAGE_WORKER_EXIT_FATAL;
   }
   rage_runtime_handle_signals(rt);
+  if (reuseport) rage_worker_ready();
   if (announce) {
     const char *h = o->host;
     int v6 = strchr(h, ':') != NULL;
@@ -123,6 +124,15 @@ static int serve(const run_opts_t *o, int reuseport, int announce) {
   rage_runtime_run(rt);
   rage_runtime_free(rt);
   return 0;
+}
+
+/* The master announces the server once every worker accepts connections. */
+static void announce_master(void *data) {
+  const run_opts_t *o = data;
+  int v6 = strchr(o->host, ':') != NULL;
+  fprintf(stderr, "rage-lua %s listening on http://%s%s%s:%d (env %s, %d workers, master pid %d)\n",
+          rage_version(), v6 ? "[" : "", o->host, v6 ? "]" : "", o->port, o->env, o->workers,
+          (int)getpid());
 }
 
 static int worker_main(int index, void *data) {
@@ -190,11 +200,7 @@ static int cmd_run(int argc, char **argv) {
     r = serve(&o, 0, 1);
     return r == 0 ? 0 : 1;
   }
-  int v6 = strchr(o.host, ':') != NULL;
-  fprintf(stderr, "rage-lua %s listening on http://%s%s%s:%d (env %s, %d workers, master pid %d)\n",
-          rage_version(), v6 ? "[" : "", o.host, v6 ? "]" : "", o.port, o.env, o.workers,
-          (int)getpid());
-  r = rage_workers_run(o.workers, 30000, worker_main, &o);
+  r = rage_workers_run(o.workers, 30000, worker_main, announce_master, &o);
   return r == 0 ? 0 : 1;
 }
 

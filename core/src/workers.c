@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +26,26 @@
 #include "rage.h"
 #include "util.h"
 
-static volatile sig_atomic_t got_chld, got_stop, got_alarm;
+static volatile sig_atomic_t got_chld, got_stop, got_alarm, got_ready;
+
+/* Readiness: a worker writes one byte to the pipe and sends SIGUSR1 to wake the master, which
+ * counts the bytes (signals of one kind do not queue; bytes in a pipe do). */
+static int ready_pipe[2] = {-1, -1};
+static int worker_ready_fd = -1;
 
 static void on_signal(int sig) {
   if (sig == SIGCHLD) got_chld = 1;
   else if (sig == SIGALRM) got_alarm = 1;
+  else if (sig == SIGUSR1) got_ready = 1;
   else got_stop++;
+}
+
+void rage_worker_ready(void) {
+  if (worker_ready_fd < 0) return;
+  (void)!write(worker_ready_fd, "r", 1);
+  close(worker_ready_fd);
+  worker_ready_fd = -1;
+  kill(getppid(), SIGUSR1);
 }
 
 typedef struct {
@@ -47,14 +62,19 @@ static pid_t spawn(int index, rage_worker_main_cb worker_main, void *data, const
   signal(SIGTERM, SIG_DFL);
   signal(SIGINT, SIG_DFL);
   signal(SIGALRM, SIG_DFL);
+  signal(SIGUSR1, SIG_DFL);
+  close(ready_pipe[0]);
+  worker_ready_fd = ready_pipe[1];
   sigprocmask(SIG_SETMASK, orig, NULL);
   if (getppid() == 1) _exit(0); /* the master died before prctl took effect */
   _exit(worker_main(index, data));
 }
 
 int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb worker_main,
-                     void *data) {
+                     rage_workers_ready_cb on_ready, void *data) {
   if (count < 1 || worker_main == NULL) return RAGE_EINVAL;
+  if (pipe2(ready_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return uv_translate_sys_error(errno);
+  int nready = 0, announced = on_ready == NULL;
   worker_t *workers = rage__calloc((size_t)count, sizeof(*workers));
   sigset_t block, orig, wait_mask;
   sigemptyset(&block);
@@ -62,6 +82,7 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
   sigaddset(&block, SIGTERM);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGALRM);
+  sigaddset(&block, SIGUSR1);
   sigprocmask(SIG_BLOCK, &block, &orig);
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
@@ -71,11 +92,13 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGALRM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
   wait_mask = orig;
   sigdelset(&wait_mask, SIGCHLD);
   sigdelset(&wait_mask, SIGTERM);
   sigdelset(&wait_mask, SIGINT);
   sigdelset(&wait_mask, SIGALRM);
+  sigdelset(&wait_mask, SIGUSR1);
 
   for (int i = 0; i < count; i++) {
     workers[i].pid = spawn(i, worker_main, data, &orig);
@@ -83,7 +106,17 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
   }
   int alive = count, stopping = 0, result = 0, forwarded = 0;
   while (alive > 0) {
-    if (!got_chld && !got_alarm && got_stop == forwarded) sigsuspend(&wait_mask);
+    if (!got_chld && !got_alarm && !got_ready && got_stop == forwarded) sigsuspend(&wait_mask);
+    if (got_ready) {
+      got_ready = 0;
+      char buf[64];
+      ssize_t n;
+      while ((n = read(ready_pipe[0], buf, sizeof(buf))) > 0) nready += (int)n;
+      if (!announced && nready >= count && !stopping) {
+        announced = 1;
+        on_ready(data);
+      }
+    }
     if (got_stop > forwarded) {
       forwarded = got_stop;
       if (!stopping) {
@@ -142,6 +175,10 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
     }
   }
   alarm(0);
+  close(ready_pipe[0]);
+  close(ready_pipe[1]);
+  ready_pipe[0] = ready_pipe[1] = -1;
+  signal(SIGUSR1, SIG_DFL);
   signal(SIGCHLD, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   signal(SIGINT, SIG_DFL);
