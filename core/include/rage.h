@@ -68,6 +68,8 @@ typedef struct rage_server_config_s {
   size_t max_header_size;     /* sum of header name and value bytes; over it: 431 and close */
   unsigned max_headers;       /* header count; over it: 431 and close */
   size_t max_body;            /* Content-Length or de-chunked body; over it: 413 */
+  size_t body_buffer;         /* bodies up to this size stay in memory; larger ones are written
+                                 to an unlinked temporary file in $TMPDIR as they arrive */
   size_t max_chunk_ext;       /* chunk extension bytes per chunk; over it: 413 and close */
   uint64_t header_timeout;    /* time to receive complete headers; then 408 and close */
   uint64_t body_idle_timeout; /* time between two reads of a body; then 408 and close */

@@ -85,8 +85,37 @@ static int req_headers(lua_State *L) {
 
 static int req_body(lua_State *L) {
   rage__req_t *req = check_req(L);
-  lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+  if (req->body_fd < 0) {
+    lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+    return 1;
+  }
+  char *data = rage__malloc(req->body_len ? req->body_len : 1);
+  ssize_t n = rage__req_body_read(req, 0, data, req->body_len);
+  if (n >= 0) lua_pushlstring(L, data, (size_t)n);
+  free(data);
+  if (n < 0) return luaL_error(L, "cannot read the request body: %s", strerror((int)-n));
   return 1;
+}
+
+static int req_body_size(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)check_req(L)->body_len);
+  return 1;
+}
+
+/* box:body_read(offset, n): up to n body bytes from a 0-based offset; nil past the end. */
+static int req_body_read(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  lua_Number off = luaL_checknumber(L, 2), want = luaL_checknumber(L, 3);
+  if (!(off >= 0) || !(want >= 1)) return luaL_argerror(L, 2, "offset >= 0 and count >= 1 expected");
+  if (off >= (lua_Number)req->body_len) return 0;
+  size_t n = want > RAGE_BODY_READ_MAX ? RAGE_BODY_READ_MAX : (size_t)want;
+  char stack[16 * 1024];
+  char *dst = n <= sizeof(stack) ? stack : rage__malloc(n);
+  ssize_t got = rage__req_body_read(req, (size_t)off, dst, n);
+  if (got > 0) lua_pushlstring(L, dst, (size_t)got);
+  if (dst != stack) free(dst);
+  if (got < 0) return luaL_error(L, "cannot read the request body: %s", strerror((int)-got));
+  return got > 0 ? 1 : 0;
 }
 
 static int req_version(lua_State *L) {
@@ -260,6 +289,8 @@ static const luaL_Reg req_methods[] = {
     {"header", req_header},
     {"headers", req_headers},
     {"body", req_body},
+    {"body_size", req_body_size},
+    {"body_read", req_body_read},
     {"http_version", req_version},
     {"peer", req_peer},
     {"responded", req_responded},
@@ -374,6 +405,17 @@ static int core_realpath(lua_State *L) {
   return 1;
 }
 
+/* core.mktemp(prefix): creates an empty private file in $TMPDIR (else /tmp); its path. */
+static int core_mktemp(lua_State *L) {
+  const char *prefix = luaL_optstring(L, 1, "rage-");
+  char path[4096];
+  int fd = rage__mkstemp(prefix, path, sizeof(path));
+  if (fd < 0) return luaL_error(L, "cannot create a temporary file: %s", strerror(-fd));
+  close(fd);
+  lua_pushstring(L, path);
+  return 1;
+}
+
 static int core_fiber(lua_State *L) {
   rage_runtime_t *rt = RT(L);
   rage__fiber_t *f = rage__fiber_current(rt->sched);
@@ -404,6 +446,7 @@ static const luaL_Reg core_funcs[] = {
     {"scandir", core_scandir},
     {"stat", core_stat},
     {"realpath", core_realpath},
+    {"mktemp", core_mktemp},
     {"fiber", core_fiber},
     {NULL, NULL},
 };
@@ -458,7 +501,7 @@ typedef struct {
 #define S(field, kind) {#field, offsetof(rage_server_config_t, field), kind}
 static const setting_t settings[] = {
     S(max_request_line, 's'), S(max_header_size, 's'), S(max_headers, 'n'),
-    S(max_body, 's'),         S(max_chunk_ext, 's'),   S(header_timeout, 't'),
+    S(max_body, 's'),         S(body_buffer, 's'),     S(max_chunk_ext, 's'),   S(header_timeout, 't'),
     S(body_idle_timeout, 't'), S(request_timeout, 't'), S(keepalive_timeout, 't'),
     S(max_requests, 'n'),     S(send_timeout, 't'),    S(output_high_water, 's'),
     S(max_connections, 'n'),  S(drain_timeout, 't'),

@@ -12,6 +12,9 @@
 #define RAGE_DEFAULT_MAX_HEADER_SIZE (16 * 1024)
 #define RAGE_DEFAULT_MAX_HEADERS 100
 #define RAGE_DEFAULT_MAX_BODY (1024 * 1024)
+#define RAGE_DEFAULT_BODY_BUFFER (64 * 1024)
+/* The most bytes one box:body_read() call returns (a multipart parser reads in chunks). */
+#define RAGE_BODY_READ_MAX (1024 * 1024)
 #define RAGE_DEFAULT_MAX_CHUNK_EXT (16 * 1024)
 #define RAGE_DEFAULT_HEADER_TIMEOUT 20000
 #define RAGE_DEFAULT_BODY_IDLE_TIMEOUT 30000

@@ -144,11 +144,17 @@ static int on_chunk_complete(llhttp_t *h) {
   return 0;
 }
 
+static int body_store_failed(rage__http1_t *p, int err) {
+  rage__log(RAGE_LOG_ERROR, "cannot store a request body in a temporary file: %s", strerror(-err));
+  return fail(p, 500, "Internal Server Error: cannot store the request body");
+}
+
 static int on_body(llhttp_t *h, const char *at, size_t len) {
   rage__http1_t *p = self(h);
   rage__req_t *req = p->req;
-  if (req->body.len + len > p->max_body) return fail(p, 413, "Payload Too Large");
-  rage__buf_append(&req->body, at, len);
+  if (req->body_len + len > p->max_body) return fail(p, 413, "Payload Too Large");
+  int r = rage__req_body_append(req, at, len, p->cfg->body_buffer);
+  if (r != 0) return body_store_failed(p, r);
   return 0;
 }
 
@@ -400,8 +406,13 @@ static int head_complete(rage__http1_t *p) {
                     h->method != HTTP_CONNECT;
   req->head_only = h->method == HTTP_HEAD;
   req->expect_continue = (uint8_t)expect_continue;
-  if (ncl && h->content_length > 0) rage__buf_reserve(&req->body, (size_t)h->content_length);
   p->req = req;
+  if (ncl && h->content_length > p->cfg->body_buffer) {
+    int r = rage__req_body_spool(req);
+    if (r != 0) return body_store_failed(p, r);
+  } else if (ncl && h->content_length > 0) {
+    rage__buf_reserve(&req->body, (size_t)h->content_length);
+  }
   p->state = RAGE_HTTP1_BODY;
   int has_body = (ncl && h->content_length > 0) || nte;
   if (has_body && p->cbs->on_head) p->cbs->on_head(p, req);

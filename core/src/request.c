@@ -8,8 +8,11 @@
 
 #include "http1.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RAGE_REQUEST_POOL 256
 
@@ -67,6 +70,7 @@ rage__req_t *rage__req_new(rage__pools_t *pools) {
     req = rage__malloc(sizeof(*req));
   }
   memset(req, 0, offsetof(rage__req_t, arena));
+  req->body_fd = -1;
   rage__arena_init(&req->arena);
   req->pools = pools;
   return req;
@@ -76,6 +80,7 @@ void rage__req_free(rage__req_t *req) {
   rage__pools_t *pools = req->pools;
   rage__arena_reset(&req->arena);
   rage__buf_free(&req->body);
+  if (req->body_fd >= 0) close(req->body_fd);
   rage__buf_free(&req->out);
   if (pools == NULL || pools->nreqs >= RAGE_REQUEST_POOL) {
     free(req);
@@ -84,6 +89,62 @@ void rage__req_free(rage__req_t *req) {
   req->next = pools->reqs;
   pools->reqs = req;
   pools->nreqs++;
+}
+
+static int write_all(int fd, const char *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    data += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int rage__req_body_spool(rage__req_t *req) {
+  if (req->body_fd >= 0) return 0;
+  char path[PATH_MAX];
+  int fd = rage__mkstemp("rage-body-", path, sizeof(path));
+  if (fd < 0) return fd;
+  unlink(path);
+  int r = req->body.len ? write_all(fd, req->body.data, req->body.len) : 0;
+  if (r != 0) {
+    close(fd);
+    return r;
+  }
+  rage__buf_free(&req->body);
+  req->body_fd = fd;
+  return 0;
+}
+
+int rage__req_body_append(rage__req_t *req, const char *data, size_t len, size_t buffer) {
+  int r = 0;
+  if (req->body_fd < 0 && req->body.len + len > buffer) r = rage__req_body_spool(req);
+  if (r == 0 && req->body_fd >= 0) r = write_all(req->body_fd, data, len);
+  else if (r == 0) rage__buf_append(&req->body, data, len);
+  if (r == 0) req->body_len += len;
+  return r;
+}
+
+ssize_t rage__req_body_read(const rage__req_t *req, size_t off, char *dst, size_t n) {
+  if (off >= req->body_len) return 0;
+  if (n > req->body_len - off) n = req->body_len - off;
+  if (req->body_fd < 0) {
+    memcpy(dst, req->body.data + off, n);
+    return (ssize_t)n;
+  }
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = pread(req->body_fd, dst + done, n - done, (off_t)(off + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -errno;
+    if (got == 0) break; /* the file is shorter than recorded: report what is there */
+    done += (size_t)got;
+  }
+  return (ssize_t)done;
 }
 
 const rage_header_t *rage__req_header(const rage__req_t *req, const char *name, size_t len) {

@@ -10,6 +10,7 @@
 #define RAGE_REQUEST_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "rage.h"
 #include "sched.h"
@@ -30,7 +31,9 @@ struct rage__req_s {
   size_t path_len;          /* bytes before '?' */
   rage_header_t *headers;   /* names and values NUL-terminated, in the arena */
   unsigned nheaders;
-  rage__buf_t body;
+  rage__buf_t body;         /* the body while it fits in the server's body_buffer */
+  int body_fd;              /* -1, or an unnamed temporary file holding the whole body */
+  size_t body_len;          /* body bytes received, in `body` or in the file */
   uint8_t http_major, http_minor;
   uint8_t keep_alive;       /* the client allows another request on this connection */
   uint8_t head_only;        /* HEAD: the response carries no body bytes */
@@ -78,6 +81,18 @@ void rage__rbuf_put(rage__pools_t *pools, rage__rbuf_t *b);
 rage__req_t *rage__req_new(rage__pools_t *pools);
 void rage__req_free(rage__req_t *req);
 /* Finds a request header by name (ASCII case-insensitive); NULL if absent. */
+/*
+ * The body. Bytes are kept in memory while they fit in `buffer`; past it (or at once, with
+ * rage__req_body_spool() when the announced length is larger) they go to a temporary file in
+ * $TMPDIR (else /tmp) that is unlinked on creation, so it disappears with the request even when
+ * the process dies. Both return 0 or a negative errno.
+ */
+int rage__req_body_append(rage__req_t *req, const char *data, size_t len, size_t buffer);
+int rage__req_body_spool(rage__req_t *req);
+/* Copies up to `n` body bytes from offset `off` into `dst`: the count, 0 past the end, or a
+ * negative errno. */
+ssize_t rage__req_body_read(const rage__req_t *req, size_t off, char *dst, size_t n);
+
 const rage_header_t *rage__req_header(const rage__req_t *req, const char *name, size_t len);
 
 #endif /* RAGE_REQUEST_H */

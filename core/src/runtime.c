@@ -20,6 +20,7 @@ void rage_server_config_init(rage_server_config_t *cfg) {
   cfg->max_header_size = RAGE_DEFAULT_MAX_HEADER_SIZE;
   cfg->max_headers = RAGE_DEFAULT_MAX_HEADERS;
   cfg->max_body = RAGE_DEFAULT_MAX_BODY;
+  cfg->body_buffer = RAGE_DEFAULT_BODY_BUFFER;
   cfg->max_chunk_ext = RAGE_DEFAULT_MAX_CHUNK_EXT;
   cfg->header_timeout = RAGE_DEFAULT_HEADER_TIMEOUT;
   cfg->body_idle_timeout = RAGE_DEFAULT_BODY_IDLE_TIMEOUT;
@@ -332,7 +333,7 @@ int rage_runtime_dispatch(rage_runtime_t *rt, const rage_request_t *in, rage_res
     req->headers[i].value = rage__arena_strndup(&req->arena, in->headers[i].value, in->headers[i].value_len);
     req->headers[i].value_len = in->headers[i].value_len;
   }
-  if (in->body_len) rage__buf_append(&req->body, in->body, in->body_len);
+  if (in->body_len) rage__req_body_append(req, in->body, in->body_len, SIZE_MAX);
   req->http_major = 1;
   req->http_minor = 1;
   req->head_only = strcmp(req->method, "HEAD") == 0;

@@ -3,10 +3,13 @@
  */
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void out_of_memory(size_t size) {
   fprintf(stderr, "rage-lua: out of memory allocating %zu bytes\n", size);
@@ -115,4 +118,15 @@ int rage__strieq(const char *a, size_t alen, const char *b, size_t blen) {
     if (x != y) return 0;
   }
   return 1;
+}
+
+int rage__mkstemp(const char *prefix, char *path, size_t size) {
+  const char *dir = getenv("TMPDIR");
+  if (dir == NULL || *dir == '\0') dir = "/tmp";
+  int n = snprintf(path, size, "%s/%sXXXXXX", dir, prefix);
+  if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
+  int fd = mkstemp(path);
+  if (fd < 0) return -errno;
+  (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
 }

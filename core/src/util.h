@@ -55,6 +55,10 @@ void rage__arena_reset(rage__arena_t *a);
 uint64_t rage__now_ms(void);
 
 /* ASCII case-insensitive comparison of two byte strings of equal length. */
+/* Creates a new file "<$TMPDIR or /tmp>/<prefix>XXXXXX" (mode 0600, close-on-exec) and writes
+ * its name into `path`: the descriptor, or a negative errno. */
+int rage__mkstemp(const char *prefix, char *path, size_t size);
+
 int rage__strieq(const char *a, size_t alen, const char *b, size_t blen);
 
 #endif /* RAGE_UTIL_H */

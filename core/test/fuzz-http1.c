@@ -18,7 +18,7 @@ static void on_head(rage__http1_t *p, rage__req_t *req) {
 
 static void on_request(rage__http1_t *p, rage__req_t *req) {
   /* Touch what a handler would read, so an over-read shows up under ASan. */
-  volatile size_t sum = req->target_len + req->body.len;
+  volatile size_t sum = req->target_len + req->body_len;
   for (unsigned i = 0; i < req->nheaders; i++) sum += req->headers[i].name_len + req->headers[i].value_len;
   (void)sum;
   rage__req_free(req);

@@ -14,6 +14,7 @@ typedef struct {
   int paused;
   int last_expect;
   char xa[64];          /* value of header X-A in the last request */
+  int spooled;          /* requests whose body went to a temporary file */
 } outcome_t;
 
 static void on_head(rage__http1_t *p, rage__req_t *req) {
@@ -25,9 +26,12 @@ static void on_head(rage__http1_t *p, rage__req_t *req) {
 static void on_request(rage__http1_t *p, rage__req_t *req) {
   outcome_t *o = p->data;
   size_t n = strlen(o->log);
+  char body[65];
+  ssize_t blen = rage__req_body_read(req, 0, body, 64);
+  ASSERT(blen >= 0);
   snprintf(o->log + n, sizeof(o->log) - n, "%s %s [%.*s] ka=%d h=%u|", req->method, req->target,
-           (int)(req->body.len > 64 ? 64 : req->body.len), req->body.data ? req->body.data : "",
-           req->keep_alive, req->nheaders);
+           (int)blen, body, req->keep_alive, req->nheaders);
+  if (req->body_fd >= 0) o->spooled++;
   const rage_header_t *h = rage__req_header(req, "x-a", 3);
   if (h) snprintf(o->xa, sizeof(o->xa), "%s", h->value);
   o->nreq++;
@@ -148,6 +152,57 @@ TEST(chunked_body) {
         "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: t\r\n\r\n"
         "GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
         0, 2, "POST /c [hello world] ka=1 h=2|GET /after [] ka=1 h=1|");
+}
+
+/* Past body_buffer, a body goes to a temporary file as it arrives, with the same outcome. */
+TEST(body_spooled_to_file) {
+  static outcome_t o;
+  rage_server_config_t cfg;
+  rage_server_config_init(&cfg);
+  cfg.body_buffer = 4;
+  const char in[] = "POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+                    "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nfour"
+                    "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nhel\r\n8\r\nlo world\r\n0\r\n\r\n";
+  const char *want = "POST /cl [hello world] ka=1 h=2|POST /small [four] ka=1 h=2|"
+                     "POST /c [hello world] ka=1 h=2|";
+  check(in, sizeof(in) - 1, &cfg, 0, 3, want);
+  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o);
+  ASSERT_EQ(o.spooled, 2); /* the 4-byte body fits the buffer */
+
+  /* Reads at any offset see the same bytes as a buffered body. */
+  rage__pools_t pools;
+  rage__pools_init(&pools, &cfg);
+  rage__req_t *req = rage__req_new(&pools);
+  ASSERT_EQ(rage__req_body_append(req, "abc", 3, 4), 0);
+  ASSERT(req->body_fd < 0);
+  ASSERT_EQ(rage__req_body_append(req, "defgh", 5, 4), 0);
+  ASSERT(req->body_fd >= 0);
+  ASSERT_EQ(req->body_len, 8);
+  char buf[16];
+  ASSERT_EQ(rage__req_body_read(req, 2, buf, 4), 4);
+  ASSERT(memcmp(buf, "cdef", 4) == 0);
+  ASSERT_EQ(rage__req_body_read(req, 6, buf, 16), 2);
+  ASSERT_EQ(rage__req_body_read(req, 8, buf, 16), 0);
+  rage__req_free(req);
+  rage__pools_free(&pools);
+
+  /* Nowhere to put the body: 500, by Content-Length from the head, or once chunks outgrow it. */
+  const char *saved = getenv("TMPDIR");
+  char *keep = saved ? strdup(saved) : NULL;
+  setenv("TMPDIR", "/nonexistent/rage-test", 1);
+  const char cl[] = "POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
+  run(cl, sizeof(cl) - 1, NULL, 0, &cfg, &o);
+  ASSERT_EQ(o.status, 500);
+  ASSERT_EQ(o.nreq, 0);
+  const char te[] = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nhel\r\n8\r\nlo world\r\n0\r\n\r\n";
+  run(te, sizeof(te) - 1, NULL, 0, &cfg, &o);
+  ASSERT_EQ(o.status, 500);
+  ASSERT_EQ(o.nreq, 0);
+  if (keep) setenv("TMPDIR", keep, 1);
+  else unsetenv("TMPDIR");
+  free(keep);
 }
 
 TEST(http10) {
@@ -384,7 +439,7 @@ int main(int argc, char **argv) {
   static const test_entry_t tests[] = {
       TEST_ENTRY(simple_get),          TEST_ENTRY(header_values_trimmed),
       TEST_ENTRY(pipelined_in_order),  TEST_ENTRY(leading_empty_lines_ignored),
-      TEST_ENTRY(chunked_body),        TEST_ENTRY(http10),
+      TEST_ENTRY(chunked_body),        TEST_ENTRY(body_spooled_to_file), TEST_ENTRY(http10),
       TEST_ENTRY(expect_continue),     TEST_ENTRY(limit_request_target),
       TEST_ENTRY(limit_header_bytes),  TEST_ENTRY(limit_header_count),
       TEST_ENTRY(limit_body),          TEST_ENTRY(limit_body_per_route),

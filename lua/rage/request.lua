@@ -65,8 +65,26 @@ function Request:headers()
   return h
 end
 
+-- The whole body as a string. A body larger than the server's body_buffer arrived in a temporary
+-- file; this reads it into memory, so for large uploads prefer each_body_chunk or params.
 function Request:body()
   return self.box:body()
+end
+
+-- The body's size in bytes, without reading it.
+function Request:body_size()
+  return self.box:body_size()
+end
+
+-- Iterates over the body in pieces of at most `size` bytes (default 64 KiB):
+--   for chunk in request:each_body_chunk() do digest:update(chunk) end
+function Request:each_body_chunk(size)
+  local box, off, n = self.box, 0, size or 65536
+  return function()
+    local chunk = box:body_read(off, n)
+    if chunk then off = off + #chunk end
+    return chunk
+  end
 end
 
 function Request:http_version()

@@ -32,6 +32,11 @@ function Box:headers()
 end
 
 function Box:body() return self._body end
+function Box:body_size() return #self._body end
+function Box:body_read(off, n)
+  if off >= #self._body then return nil end
+  return self._body:sub(off + 1, off + n)
+end
 function Box:http_version() return "1.1" end
 function Box:peer() return "127.0.0.1" end
 function Box:responded() return self.res.status ~= nil end

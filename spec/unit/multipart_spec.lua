@@ -83,4 +83,44 @@ describe("multipart/form-data", function()
     res = t.request(app, "POST", "/up", {headers = {["content-type"] = "multipart/form-data"}, body = "x"})
     assert.equal(400, res.status)
   end)
+
+  it("gives the same params whatever the read size (boundaries split across reads)", function()
+    local mp = require("rage.multipart")
+    local b = "XyZ123"
+    local data = "\r\n--XyZ12 is not the boundary\r\n--XyZ1 neither\r\n" .. string.rep("0123456789", 50)
+    local req_body = body(b, {
+      {head = 'Content-Disposition: form-data; name="title"', data = "t\r\n-"},
+      {head = 'Content-Disposition: form-data; name="user[avatar]"; filename="a.bin"', data = data},
+      {head = 'Content-Disposition: form-data; name="user[name]"', data = ""},
+    })
+    local saved = mp.chunk_size
+    for _, size in ipairs({1, 2, 3, 7, 8, 9, 64, 4096}) do
+      mp.chunk_size = size
+      local res = t.request(app, "POST", "/up", {
+        headers = {["content-type"] = "multipart/form-data; boundary=" .. b}, body = req_body})
+      assert.equal(200, res.status, "read size " .. size .. ": " .. res.body)
+      local j = res:json()
+      assert.equal("t\r\n-", j.title)
+      assert.equal("", j.name)
+      assert.equal(#data, j.size)
+      assert.equal(data, j.content)
+    end
+    mp.chunk_size = saved
+  end)
+
+  it("bounds a field that is not a file (413) and part headers (400)", function()
+    local mp = require("rage.multipart")
+    local saved = mp.max_field_size
+    mp.max_field_size = 10
+    local b = "q"
+    local res = t.request(app, "POST", "/up", {
+      headers = {["content-type"] = "multipart/form-data; boundary=" .. b},
+      body = body(b, {{head = 'Content-Disposition: form-data; name="title"', data = string.rep("x", 11)}})})
+    mp.max_field_size = saved
+    assert.equal(413, res.status)
+    res = t.request(app, "POST", "/up", {
+      headers = {["content-type"] = "multipart/form-data; boundary=" .. b},
+      body = "--q\r\nX-Long: " .. string.rep("y", mp.max_part_header + 10)})
+    assert.equal(400, res.status)
+  end)
 end)
