@@ -562,19 +562,30 @@ static void push_body(rage__xchg_t *x, lua_State *L) {
   x->body.len = 0;
 }
 
+/* Response headers by lower-case name. A repeated header's values are joined with ", ", except
+ * Set-Cookie, whose values contain commas (Expires=Wed, 21 Oct ...): repeated, it is an array. */
 static void push_headers(rage__xchg_t *x, lua_State *L) {
   lua_createtable(L, 0, (int)x->nspans);
   for (unsigned i = 0; i < x->nspans; i++) {
     const rage__httpc_span_t *s = &x->spans[i];
+    const char *name = x->hbuf.data + s->name_off;
     const char *v = x->hbuf.data + s->value_off;
     size_t vlen = s->value_len;
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-    lua_pushlstring(L, x->hbuf.data + s->name_off, s->name_len);
+    lua_pushlstring(L, name, s->name_len);
     lua_pushvalue(L, -1);
     lua_rawget(L, -3);
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
       lua_pushlstring(L, v, vlen);
+    } else if (s->name_len == 10 && memcmp(name, "set-cookie", 10) == 0) {
+      if (!lua_istable(L, -1)) {
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+      }
+      lua_pushlstring(L, v, vlen);
+      lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
     } else {
       lua_pushliteral(L, ", ");
       lua_pushlstring(L, v, vlen);

@@ -87,6 +87,10 @@ describe("rage.http", function()
       res = http.get(bad.url .. "/repeated")
       assert.equal("a, b", res.headers["x-multi"])
       assert.equal("v", res.headers["x-space"])
+      -- Set-Cookie values carry commas: repeated, they stay apart; once, it is a string.
+      assert.same({"a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT", "b=2", "c=3"}, res.headers["set-cookie"])
+      res = http.get(app.url .. "/echo")
+      assert.is_nil(res.headers["set-cookie"])
     end)
 
     it("reads Content-Length, chunked and until-close bodies", function()

@@ -232,7 +232,9 @@ end
 -- Repeated headers and one with trailing spaces.
 ROUTES["/repeated"] = function(c, req)
   local body = info(c, req)
-  return send(c, "HTTP/1.1 200 OK\r\nX-Multi: a\r\nX-Multi: b\r\nX-Space: v  \r\nContent-Length: " ..
+  return send(c, "HTTP/1.1 200 OK\r\nX-Multi: a\r\nX-Multi: b\r\nX-Space: v  \r\n" ..
+    "Set-Cookie: a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT\r\nSet-Cookie: b=2\r\nSet-Cookie: c=3\r\n" ..
+    "X-One-Cookie-Only: x\r\nContent-Length: " ..
     #body .. "\r\n\r\n" .. body)
 end
 
