@@ -89,10 +89,10 @@ static int req_body(lua_State *L) {
     lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
     return 1;
   }
-  char *data = rage__malloc(req->body_len ? req->body_len : 1);
+  /* The scratch space is a userdata: the Lua heap takes it back, no malloc per call. */
+  char *data = lua_newuserdata(L, req->body_len ? req->body_len : 1);
   ssize_t n = rage__req_body_read(req, 0, data, req->body_len);
   if (n >= 0) lua_pushlstring(L, data, (size_t)n);
-  free(data);
   if (n < 0) return luaL_error(L, "cannot read the request body: %s", strerror((int)-n));
   return 1;
 }
@@ -110,10 +110,9 @@ static int req_body_read(lua_State *L) {
   if (off >= (lua_Number)req->body_len) return 0;
   size_t n = want > RAGE_BODY_READ_MAX ? RAGE_BODY_READ_MAX : (size_t)want;
   char stack[16 * 1024];
-  char *dst = n <= sizeof(stack) ? stack : rage__malloc(n);
+  char *dst = n <= sizeof(stack) ? stack : lua_newuserdata(L, n);
   ssize_t got = rage__req_body_read(req, (size_t)off, dst, n);
   if (got > 0) lua_pushlstring(L, dst, (size_t)got);
-  if (dst != stack) free(dst);
   if (got < 0) return luaL_error(L, "cannot read the request body: %s", strerror((int)-got));
   return got > 0 ? 1 : 0;
 }
