@@ -239,8 +239,9 @@ int rage_runtime_dispatch(rage_runtime_t *rt, const rage_request_t *req, rage_re
  * Prefork supervision. rage_workers_run() forks `count` worker processes, each of which calls
  * `worker_main(index, data)` and exits with its return value. The calling process becomes the
  * master: it restarts a worker that dies, forwards SIGTERM/SIGINT to all workers (a second
- * signal kills them), waits at most `drain_timeout` ms plus a grace second, and returns 0 when
- * all workers have exited normally. A worker that exits with RAGE_WORKER_EXIT_FATAL (for
+ * signal kills them), waits for them at most the largest drain timeout the workers reported
+ * through rage_worker_ready() (`drain_timeout` ms until one has) plus two grace seconds, then
+ * kills what is left, and returns 0 when all workers have exited normally. A worker that exits with RAGE_WORKER_EXIT_FATAL (for
  * example because the app failed to boot) stops the master instead of being restarted, and
  * rage_workers_run() returns RAGE_EBOOT. Call it before creating any runtime in this process.
  */
@@ -256,8 +257,9 @@ typedef void (*rage_workers_ready_cb)(void *data);
 int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb worker_main,
                      rage_workers_ready_cb on_ready, void *data);
 
-/* Tells the master that this worker accepts connections. No effect outside a worker. */
-void rage_worker_ready(void);
+/* Tells the master that this worker accepts connections, and how long `rt` (may be NULL) takes
+ * to drain, which bounds the master's wait at shutdown. No effect outside a worker. */
+void rage_worker_ready(const rage_runtime_t *rt);
 
 /*
  * Checks that host:port can be bound by a process that does not share it, which tells whether

@@ -114,7 +114,7 @@ static int serve(const run_opts_t *o, int reuseport, int announce) {
     return RAGE_WORKER_EXIT_FATAL;
   }
   rage_runtime_handle_signals(rt);
-  if (reuseport) rage_worker_ready();
+  if (reuseport) rage_worker_ready(rt);
   if (announce) {
     const char *h = o->host;
     int v6 = strchr(h, ':') != NULL;
@@ -200,6 +200,7 @@ static int cmd_run(int argc, char **argv) {
     r = serve(&o, 0, 1);
     return r == 0 ? 0 : 1;
   }
+  /* The workers report the app's drain_timeout when they are ready; until then, the default. */
   r = rage_workers_run(o.workers, 30000, worker_main, announce_master, &o);
   return r == 0 ? 0 : 1;
 }

@@ -24,12 +24,14 @@
 
 #include "log.h"
 #include "rage.h"
+#include "runtime.h"
 #include "util.h"
 
 static volatile sig_atomic_t got_chld, got_stop, got_alarm, got_ready;
 
-/* Readiness: a worker writes one byte to the pipe and sends SIGUSR1 to wake the master, which
- * counts the bytes (signals of one kind do not queue; bytes in a pipe do). */
+/* Readiness: a worker writes one record (its drain timeout) to the pipe and sends SIGUSR1 to wake
+ * the master, which counts the records (signals of one kind do not queue; bytes in a pipe do).
+ * A record is smaller than PIPE_BUF, so records from several workers never interleave. */
 static int ready_pipe[2] = {-1, -1};
 static int worker_ready_fd = -1;
 
@@ -40,9 +42,10 @@ static void on_signal(int sig) {
   else got_stop++;
 }
 
-void rage_worker_ready(void) {
+void rage_worker_ready(const rage_runtime_t *rt) {
   if (worker_ready_fd < 0) return;
-  (void)!write(worker_ready_fd, "r", 1);
+  uint64_t drain = rt ? rt->cfg.drain_timeout : 0;
+  (void)!write(worker_ready_fd, &drain, sizeof(drain));
   close(worker_ready_fd);
   worker_ready_fd = -1;
   kill(getppid(), SIGUSR1);
@@ -74,7 +77,7 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
                      rage_workers_ready_cb on_ready, void *data) {
   if (count < 1 || worker_main == NULL) return RAGE_EINVAL;
   if (pipe2(ready_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return uv_translate_sys_error(errno);
-  int nready = 0, announced = on_ready == NULL;
+  int nready = 0, announced = on_ready == NULL, reported = 0;
   worker_t *workers = rage__calloc((size_t)count, sizeof(*workers));
   sigset_t block, orig, wait_mask;
   sigemptyset(&block);
@@ -109,9 +112,15 @@ int rage_workers_run(int count, uint64_t drain_timeout, rage_worker_main_cb work
     if (!got_chld && !got_alarm && !got_ready && got_stop == forwarded) sigsuspend(&wait_mask);
     if (got_ready) {
       got_ready = 0;
-      char buf[64];
+      uint64_t drains[8];
       ssize_t n;
-      while ((n = read(ready_pipe[0], buf, sizeof(buf))) > 0) nready += (int)n;
+      while ((n = read(ready_pipe[0], drains, sizeof(drains))) > 0) {
+        for (size_t k = 0; k < (size_t)n / sizeof(drains[0]); k++) {
+          nready++;
+          if (!reported || drains[k] > drain_timeout) drain_timeout = drains[k];
+          reported = 1;
+        }
+      }
       if (!announced && nready >= count && !stopping) {
         announced = 1;
         on_ready(data);

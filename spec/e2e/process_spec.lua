@@ -221,6 +221,18 @@ describe("--workers 2", function()
     return list
   end
 
+  it("bounds the master's wait at shutdown by the app's drain_timeout, not a fixed 30 s", function()
+    local stuck = assert(server.start{app = APP, workers = 2, env = {E2E_SERVER = "drain_timeout=1"}})
+    local conn = assert(client.connect(stuck.port))
+    assert(conn:send("GET /spin?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n"))
+    server.sleep(0.3)
+    stuck:signal("TERM")
+    local status = stuck:wait(20)
+    conn:close()
+    assert.is_not_nil(status, "the master was still waiting after 20 s")
+    assert.matches("did not stop in time", stuck:log())
+  end)
+
   it("serves from both workers", function()
     local workers = server.wait_for(function()
       local kids = srv:children()
