@@ -134,8 +134,7 @@ function _M.new(app)
 
   return function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query)
-    req.app = app
+    local req = new_request(box, method, path, query, app)
     local ok, err = xpcall(chain, on_error, req)
     async.end_scope()
     if not ok then

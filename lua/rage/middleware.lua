@@ -45,7 +45,8 @@ function _M.request_id()
       id = prefix .. counter
     end
     req.id = id
-    req:add_header("x-request-id", id)
+    local extra = req.extra_headers   -- req:add_header("x-request-id", id), without its lower()
+    if extra then extra["x-request-id"] = id else req.extra_headers = {["x-request-id"] = id} end
     log.bind_request_id(id)   -- every log line of this request (and of the fibers it spawns) carries it
     return nxt(req)
   end

@@ -17,18 +17,23 @@ local Request = {}
 Request.__index = Request
 _M.Request = Request
 
-function _M.new(box, method, path, query)
-  return setmetatable({box = box, method = method, path = path, query_string = query}, Request)
+-- The nil fields are placeholders: naming them in the constructor sizes the table for what the
+-- middleware, the dispatcher and the controller set on every request, so the table is never
+-- grown (rehashed) while it serves.
+function _M.new(box, method, path, query, app)
+  return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
+                       id = nil, route = nil, status = nil, extra_headers = nil}, Request)
 end
 
 -- Adds a header to whatever response this request gets (middleware use this).
 function Request:add_header(name, value)
+  name = lower(name)
   local extra = self.extra_headers
   if not extra then
-    extra = {}
-    self.extra_headers = extra
+    self.extra_headers = {[name] = value}
+    return
   end
-  extra[lower(name)] = value
+  extra[name] = value
 end
 
 -- Merges the added headers into `headers` (a response header table) and returns it, with the
