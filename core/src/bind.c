@@ -383,6 +383,52 @@ static int core_fiber(lua_State *L) {
   return 2;
 }
 
+/* ---- leaf functions for the FFI ---------------------------------------------------------
+ *
+ * The per-request calls that only read core state are also reachable through the FFI: a call
+ * through a C function pointer is compiled into the caller's trace, where a classic C function
+ * ends the trace and costs a stack of API calls. lua/rage/leaf.lua declares the same struct;
+ * keep the two in step. None of these may yield, raise, allocate Lua objects or call back into
+ * Lua (DESIGN.md: "FFI only for leaf calls"). A request object arrives as a pointer to its
+ * userdata payload, which holds the request pointer (NULL once the request has finished).
+ */
+typedef struct {
+  int version;
+  double (*now)(const rage_runtime_t *rt);
+  double (*fiber_id)(const rage_runtime_t *rt);
+  int (*responded)(void *const *box);
+  const char *(*header)(void *const *box, const char *name, size_t len, size_t *value_len);
+} leaf_api_t;
+
+static double leaf_now(const rage_runtime_t *rt) {
+  return (double)uv_now(rt->loop) / 1000.0;
+}
+
+/* The running fiber as a number (its address), 0 outside fibers: a table key that costs no
+ * allocation, the same value core.fiber() gives as a light userdata. */
+static double leaf_fiber_id(const rage_runtime_t *rt) {
+  return (double)(uintptr_t)rage__fiber_current(rt->sched);
+}
+
+/* 1 responded, 0 not yet, -1 the request has finished. */
+static int leaf_responded(void *const *box) {
+  const rage__req_t *req = *box;
+  return req == NULL ? -1 : req->responded;
+}
+
+/* The value of the first header named `name` (any case), or NULL when there is none or the
+ * request has finished. The value lives in the request's arena. */
+static const char *leaf_header(void *const *box, const char *name, size_t len, size_t *value_len) {
+  const rage__req_t *req = *box;
+  if (req == NULL) return NULL;
+  const rage_header_t *h = rage__req_header(req, name, len);
+  if (h == NULL) return NULL;
+  *value_len = h->value_len;
+  return h->value;
+}
+
+static const leaf_api_t leaf_api = {1, leaf_now, leaf_fiber_id, leaf_responded, leaf_header};
+
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
     {"spawn", rage__async_lua_spawn},
@@ -436,6 +482,10 @@ int rage__bind_open(lua_State *L) {
   lua_setfield(L, -2, "env");
   lua_pushinteger(L, (lua_Integer)getpid());
   lua_setfield(L, -2, "pid");
+  lua_pushlightuserdata(L, (void *)&leaf_api);
+  lua_setfield(L, -2, "leaf");
+  lua_pushlightuserdata(L, rt);
+  lua_setfield(L, -2, "runtime");
   lua_pushinteger(L, RAGE_LOG_DEBUG);
   lua_setfield(L, -2, "DEBUG");
   lua_pushinteger(L, RAGE_LOG_INFO);

@@ -22,7 +22,7 @@ _M.Request = Request
 -- grown (rehashed) while it serves.
 function _M.new(box, method, path, query, app)
   return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
-                       id = nil, route = nil, status = nil, extra_headers = nil}, Request)
+                       id = nil, id_header = nil, route = nil, status = nil, extra_headers = nil}, Request)
 end
 
 -- Adds a header to whatever response this request gets (middleware use this).
@@ -45,6 +45,10 @@ function Request:with_headers(headers)
       if headers[k] == nil then headers[k] = v end
     end
   end
+  -- The request-id middleware's X-Request-Id, kept apart from the added headers so that the
+  -- common request merges without a loop (a loop here ends the JIT trace of the request path).
+  local id = self.id_header
+  if id and headers["x-request-id"] == nil then headers["x-request-id"] = id end
   local jar = self.cookie_jar
   if jar then jar:commit(headers) end
   return headers

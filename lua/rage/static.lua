@@ -12,6 +12,7 @@ local trim = require("rage.text").trim
 local find, sub, lower, match, format, gmatch = string.find, string.sub, string.lower, string.match, string.format, string.gmatch
 local tonumber, type, date, floor, ipairs = tonumber, type, os.date, math.floor, ipairs
 local realpath, stat = core.realpath, core.stat
+local leaf_now = require("rage.leaf").now
 
 local _M = {}
 
@@ -159,7 +160,7 @@ function _M.middleware(dir, opts)
   if not root then return nil end
   local names, checked = {}, -1
   local function refresh()
-    local now = core.now()
+    local now = leaf_now()
     if now - checked < 1 then return end
     checked = now
     names = {}
