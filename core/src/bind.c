@@ -118,40 +118,36 @@ static int req_connected(lua_State *L) {
 /*
  * Collects a Lua header table at `idx` ({name = value} or {name = {v1, v2}}, strings only) into
  * an array. Names and values point into strings the table holds, so they stay valid while the
- * table is on the stack. More headers than fit in `stack` go to a userdata pushed on the stack.
+ * table is on the stack. One traversal fills `stack`; only a table with more headers than fit
+ * there is traversed again, into a userdata pushed on the stack.
  */
-static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_header_t *stack) {
-  size_t n = 0, count = 0;
-  rage_header_t *hs = stack;
-  *out = hs;
-  if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    count += lua_type(L, -1) == LUA_TTABLE ? lua_objlen(L, -1) : 1;
-    lua_pop(L, 1);
-  }
-  if (count > MAX_STACK_HEADERS) hs = lua_newuserdata(L, count * sizeof(*hs));
+static size_t collect_into(lua_State *L, int idx, rage_header_t *hs, size_t cap) {
+  size_t n = 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
     size_t nlen, vlen;
     const char *name = lua_tolstring(L, -2, &nlen);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      hs[n].name = name;
-      hs[n].name_len = nlen;
-      hs[n].value = lua_tolstring(L, -1, &vlen);
-      hs[n].value_len = vlen;
-      n++;
-    } else if (lua_type(L, -1) == LUA_TTABLE) {
-      size_t m = lua_objlen(L, -1);
-      for (size_t i = 1; i <= m && n < count; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header '%s' has a non-string value", name);
+    int vt = lua_type(L, -1);
+    if (vt == LUA_TSTRING) {
+      if (n < cap) {
         hs[n].name = name;
         hs[n].name_len = nlen;
         hs[n].value = lua_tolstring(L, -1, &vlen);
         hs[n].value_len = vlen;
+      }
+      n++;
+    } else if (vt == LUA_TTABLE) {
+      size_t m = lua_objlen(L, -1);
+      for (size_t i = 1; i <= m; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header '%s' has a non-string value", name);
+        if (n < cap) {
+          hs[n].name = name;
+          hs[n].name_len = nlen;
+          hs[n].value = lua_tolstring(L, -1, &vlen);
+          hs[n].value_len = vlen;
+        }
         n++;
         lua_pop(L, 1);
       }
@@ -160,7 +156,19 @@ static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_h
     }
     lua_pop(L, 1);
   }
-  *out = hs;
+  return n;
+}
+
+static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_header_t *stack) {
+  *out = stack;
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  size_t n = collect_into(L, idx, stack, MAX_STACK_HEADERS);
+  if (n > MAX_STACK_HEADERS) {
+    rage_header_t *hs = lua_newuserdata(L, n * sizeof(*hs));
+    n = collect_into(L, idx, hs, n);
+    *out = hs;
+  }
   return n;
 }
 
