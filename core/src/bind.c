@@ -406,6 +406,8 @@ typedef struct {
   double (*fiber_id)(const rage_runtime_t *rt);
   int (*responded)(void *const *box);
   const char *(*header)(void *const *box, const char *name, size_t len, size_t *value_len);
+  int (*respond)(void *const *box, int status, const rage_header_t *headers, size_t nheaders,
+                 const char *body, size_t body_len, const char **err);
 } leaf_api_t;
 
 static double leaf_now(const rage_runtime_t *rt) {
@@ -435,7 +437,22 @@ static const char *leaf_header(void *const *box, const char *name, size_t len, s
   return h->value;
 }
 
-static const leaf_api_t leaf_api = {1, leaf_now, leaf_fiber_id, leaf_responded, leaf_header};
+/* box:respond() for a request on a connection: 0 when sent, RAGE_E* with `err` set when the
+ * response is refused, LEAF_FINISHED when the request has finished, and LEAF_CLASSIC when the
+ * call could run Lua code before it returns (a request handed in by a host, whose callback runs
+ * during the call; a draining server): those go through the classic binding. */
+#define LEAF_FINISHED 1
+#define LEAF_CLASSIC 2
+static int leaf_respond(void *const *box, int status, const rage_header_t *headers, size_t nheaders,
+                        const char *body, size_t body_len, const char **err) {
+  rage__req_t *req = *box;
+  if (req == NULL) return LEAF_FINISHED;
+  if (!rage__req_respond_is_leaf(req)) return LEAF_CLASSIC;
+  return rage__req_respond(req, status, headers, nheaders, body, body_len, err);
+}
+
+static const leaf_api_t leaf_api = {1, leaf_now, leaf_fiber_id, leaf_responded, leaf_header,
+                                    leaf_respond};
 
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},

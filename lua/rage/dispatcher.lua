@@ -22,7 +22,7 @@ local new_request = request.new
 local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
-local responded = leaf.responded
+local responded, respond = leaf.responded, leaf.respond
 
 local _M = {}
 
@@ -109,7 +109,7 @@ function _M.new(app)
       req.status = c.status
       if responded(box) then return end
       if c.__rendered then
-        box:respond(c.status, req:with_headers(c.headers), c.body)
+        respond(box, c.status, req:with_headers(c.headers), c.body)
         req.status = c.status
       else
         -- An action that renders nothing answers 204, as a Rails API controller does.
@@ -127,7 +127,7 @@ function _M.new(app)
       status, headers, body = h:call(req, params)
     end
     if status and not responded(box) then
-      box:respond(status, req:with_headers(headers or {}), body or "")
+      respond(box, status, req:with_headers(headers or {}), body or "")
       req.status = status
     end
   end

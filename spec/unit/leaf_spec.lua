@@ -31,5 +31,9 @@ describe("rage.leaf", function()
     assert.equal("1", leaf.header(box, "x-a"))
     assert.is_nil(leaf.header(box, "x-b"))
     assert.is_true(leaf.responded(box))
+    local sent
+    box.respond = function(_, status, headers, body) sent = {status, headers, body} end
+    leaf.respond(box, 201, {["x-a"] = "1"}, "made")
+    assert.same({201, {["x-a"] = "1"}, "made"}, sent)
   end)
 end)
