@@ -146,40 +146,36 @@ static int req_connected(lua_State *L) {
 /*
  * Collects a Lua header table at `idx` ({name = value} or {name = {v1, v2}}, strings only) into
  * an array. Names and values point into strings the table holds, so they stay valid while the
- * table is on the stack. More headers than fit in `stack` go to a userdata pushed on the stack.
+ * table is on the stack. One traversal fills `stack`; only a table with more headers than fit
+ * there is traversed again, into a userdata pushed on the stack.
  */
-static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_header_t *stack) {
-  size_t n = 0, count = 0;
-  rage_header_t *hs = stack;
-  *out = hs;
-  if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    count += lua_type(L, -1) == LUA_TTABLE ? lua_objlen(L, -1) : 1;
-    lua_pop(L, 1);
-  }
-  if (count > MAX_STACK_HEADERS) hs = lua_newuserdata(L, count * sizeof(*hs));
+static size_t collect_into(lua_State *L, int idx, rage_header_t *hs, size_t cap) {
+  size_t n = 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
     size_t nlen, vlen;
     const char *name = lua_tolstring(L, -2, &nlen);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      hs[n].name = name;
-      hs[n].name_len = nlen;
-      hs[n].value = lua_tolstring(L, -1, &vlen);
-      hs[n].value_len = vlen;
-      n++;
-    } else if (lua_type(L, -1) == LUA_TTABLE) {
-      size_t m = lua_objlen(L, -1);
-      for (size_t i = 1; i <= m && n < count; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header '%s' has a non-string value", name);
+    int vt = lua_type(L, -1);
+    if (vt == LUA_TSTRING) {
+      if (n < cap) {
         hs[n].name = name;
         hs[n].name_len = nlen;
         hs[n].value = lua_tolstring(L, -1, &vlen);
         hs[n].value_len = vlen;
+      }
+      n++;
+    } else if (vt == LUA_TTABLE) {
+      size_t m = lua_objlen(L, -1);
+      for (size_t i = 1; i <= m; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header '%s' has a non-string value", name);
+        if (n < cap) {
+          hs[n].name = name;
+          hs[n].name_len = nlen;
+          hs[n].value = lua_tolstring(L, -1, &vlen);
+          hs[n].value_len = vlen;
+        }
         n++;
         lua_pop(L, 1);
       }
@@ -188,7 +184,19 @@ static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_h
     }
     lua_pop(L, 1);
   }
-  *out = hs;
+  return n;
+}
+
+static size_t collect_headers(lua_State *L, int idx, rage_header_t **out, rage_header_t *stack) {
+  *out = stack;
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  size_t n = collect_into(L, idx, stack, MAX_STACK_HEADERS);
+  if (n > MAX_STACK_HEADERS) {
+    rage_header_t *hs = lua_newuserdata(L, n * sizeof(*hs));
+    n = collect_into(L, idx, hs, n);
+    *out = hs;
+  }
   return n;
 }
 
@@ -424,6 +432,69 @@ static int core_fiber(lua_State *L) {
   return 2;
 }
 
+/* ---- leaf functions for the FFI ---------------------------------------------------------
+ *
+ * The per-request calls that only read core state are also reachable through the FFI: a call
+ * through a C function pointer is compiled into the caller's trace, where a classic C function
+ * ends the trace and costs a stack of API calls. lua/rage/leaf.lua declares the same struct;
+ * keep the two in step. None of these may yield, raise, allocate Lua objects or call back into
+ * Lua (DESIGN.md: "FFI only for leaf calls"). A request object arrives as a pointer to its
+ * userdata payload, which holds the request pointer (NULL once the request has finished).
+ */
+typedef struct {
+  int version;
+  double (*now)(const rage_runtime_t *rt);
+  double (*fiber_id)(const rage_runtime_t *rt);
+  int (*responded)(void *const *box);
+  const char *(*header)(void *const *box, const char *name, size_t len, size_t *value_len);
+  int (*respond)(void *const *box, int status, const rage_header_t *headers, size_t nheaders,
+                 const char *body, size_t body_len, const char **err);
+} leaf_api_t;
+
+static double leaf_now(const rage_runtime_t *rt) {
+  return (double)uv_now(rt->loop) / 1000.0;
+}
+
+/* The running fiber as a number (its address), 0 outside fibers: a table key that costs no
+ * allocation, the same value core.fiber() gives as a light userdata. */
+static double leaf_fiber_id(const rage_runtime_t *rt) {
+  return (double)(uintptr_t)rage__fiber_current(rt->sched);
+}
+
+/* 1 responded, 0 not yet, -1 the request has finished. */
+static int leaf_responded(void *const *box) {
+  const rage__req_t *req = *box;
+  return req == NULL ? -1 : req->responded;
+}
+
+/* The value of the first header named `name` (any case), or NULL when there is none or the
+ * request has finished. The value lives in the request's arena. */
+static const char *leaf_header(void *const *box, const char *name, size_t len, size_t *value_len) {
+  const rage__req_t *req = *box;
+  if (req == NULL) return NULL;
+  const rage_header_t *h = rage__req_header(req, name, len);
+  if (h == NULL) return NULL;
+  *value_len = h->value_len;
+  return h->value;
+}
+
+/* box:respond() for a request on a connection: 0 when sent, RAGE_E* with `err` set when the
+ * response is refused, LEAF_FINISHED when the request has finished, and LEAF_CLASSIC when the
+ * call could run Lua code before it returns (a request handed in by a host, whose callback runs
+ * during the call; a draining server): those go through the classic binding. */
+#define LEAF_FINISHED 1
+#define LEAF_CLASSIC 2
+static int leaf_respond(void *const *box, int status, const rage_header_t *headers, size_t nheaders,
+                        const char *body, size_t body_len, const char **err) {
+  rage__req_t *req = *box;
+  if (req == NULL) return LEAF_FINISHED;
+  if (!rage__req_respond_is_leaf(req)) return LEAF_CLASSIC;
+  return rage__req_respond(req, status, headers, nheaders, body, body_len, err);
+}
+
+static const leaf_api_t leaf_api = {1, leaf_now, leaf_fiber_id, leaf_responded, leaf_header,
+                                    leaf_respond};
+
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
     {"spawn", rage__async_lua_spawn},
@@ -478,6 +549,10 @@ int rage__bind_open(lua_State *L) {
   lua_setfield(L, -2, "env");
   lua_pushinteger(L, (lua_Integer)getpid());
   lua_setfield(L, -2, "pid");
+  lua_pushlightuserdata(L, (void *)&leaf_api);
+  lua_setfield(L, -2, "leaf");
+  lua_pushlightuserdata(L, rt);
+  lua_setfield(L, -2, "runtime");
   lua_pushinteger(L, RAGE_LOG_DEBUG);
   lua_setfield(L, -2, "DEBUG");
   lua_pushinteger(L, RAGE_LOG_INFO);

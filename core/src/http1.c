@@ -383,21 +383,39 @@ static int head_complete(rage__http1_t *p) {
   req->method_id = h->method;
   req->method = llhttp_method_name((llhttp_method_t)h->method);
   req->method_len = strlen(req->method);
-  if (p->url_len == 0) /* absolute-form with an empty path means "/" */
-    req->target = rage__arena_strndup(&req->arena, "/", 1), req->target_len = 1;
-  else
-    req->target = rage__arena_strndup(&req->arena, base + p->url_off, p->url_len), req->target_len = p->url_len;
+  /* One copy of the head holds the target, the names and the values. Each is NUL-terminated in
+   * place, over the byte that follows it in the raw head: the space after the target, the colon
+   * after a name, the white space or CR after a (trimmed) value. */
+  char *copy = rage__arena_alloc(&req->arena, hlen + 1);
+  memcpy(copy, base, hlen);
+  copy[hlen] = '\0';
+  if (p->url_len == 0) { /* absolute-form with an empty path means "/" */
+    req->target = rage__arena_strndup(&req->arena, "/", 1);
+    req->target_len = 1;
+  } else {
+    req->target = copy + p->url_off;
+    req->target_len = p->url_len;
+    req->target[p->url_len] = '\0';
+  }
   const char *q = memchr(req->target, '?', req->target_len);
   req->path_len = q ? (size_t)(q - req->target) : req->target_len;
   req->headers = rage__arena_alloc(&req->arena, (p->nspans ? p->nspans : 1) * sizeof(rage_header_t));
   req->nheaders = p->nspans;
   for (unsigned i = 0; i < p->nspans; i++) {
-    const char *v = base + spans[i].value_off;
-    size_t vlen = spans[i].value_len;
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-    req->headers[i].name = rage__arena_strndup(&req->arena, base + spans[i].name_off, spans[i].name_len);
+    char *name = copy + spans[i].name_off;
+    name[spans[i].name_len] = '\0';
+    req->headers[i].name = name;
     req->headers[i].name_len = spans[i].name_len;
-    req->headers[i].value = rage__arena_strndup(&req->arena, v, vlen);
+    size_t vlen = spans[i].value_len;
+    if (vlen == 0) { /* no value callback: value_off is not a position in the head */
+      req->headers[i].value = "";
+      req->headers[i].value_len = 0;
+      continue;
+    }
+    char *v = copy + spans[i].value_off;
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+    v[vlen] = '\0';
+    req->headers[i].value = v;
     req->headers[i].value_len = vlen;
   }
   req->http_major = h->http_major;

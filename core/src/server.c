@@ -725,6 +725,12 @@ static void deliver(rage__req_t *req, int status, const rage_header_t *headers, 
   req->cb(&res, req->cb_data);
 }
 
+int rage__req_respond_is_leaf(const rage__req_t *req) {
+  const rage__conn_t *c = req->conn;
+  if (req->cb != NULL) return 0;
+  return c == NULL || (!c->server->draining && !c->server->accept_paused);
+}
+
 int rage__req_respond(rage__req_t *req, int status, const rage_header_t *headers,
                       size_t nheaders, const char *body, size_t body_len, const char **err) {
   if (req->responded) {

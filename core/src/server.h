@@ -76,6 +76,11 @@ void rage__server_drain(rage__server_t *s, rage__server_drained_cb on_drained);
 /* Closes everything now, cancelling in-flight requests. */
 void rage__server_close(rage__server_t *s);
 
+/* Whether rage__req_respond() on `req` is a leaf call now: it cannot run Lua code before it
+ * returns (no host callback, no drain to report, no paused accept to resume). The FFI path of
+ * box:respond (bind.c) relies on it. */
+int rage__req_respond_is_leaf(const rage__req_t *req);
+
 /*
  * Answers `req` with a complete response. `headers` and `body` need only live during the call.
  * Returns 0; RAGE_EINVAL with *err set when the status or a header is invalid (nothing is sent

@@ -518,6 +518,12 @@ local function rescuer(class, err)
   end
 end
 
+-- A response header table with room for the two headers nearly every response gets, so that
+-- setting them does not grow it (the nil fields only size the table).
+local function new_headers()
+  return {["content-type"] = nil, ["x-request-id"] = nil}
+end
+
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
 -- body). Compiled once and cached on the class.
 function _M.compile(class, action)
@@ -542,7 +548,7 @@ function _M.compile(class, action)
       return traceback(tostring(err), 2)
     end
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = {},
+      local self = setmetatable({request = req, params = params, headers = new_headers(),
                                  cookies = new_jar(req), session = new_session(req)}, class)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
@@ -556,7 +562,7 @@ function _M.compile(class, action)
     end
   else
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = {},
+      local self = setmetatable({request = req, params = params, headers = new_headers(),
                                  cookies = new_jar(req), session = new_session(req)}, class)
       chain(self)
       return self

@@ -14,6 +14,7 @@ local log = require("rage.log")
 local core = require("rage.core")
 local async = require("rage.async")
 local middleware = require("rage.middleware")
+local leaf = require("rage.leaf")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
 local pairs, find = pairs, string.find
@@ -21,6 +22,7 @@ local new_request = request.new
 local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
+local responded, respond = leaf.responded, leaf.respond
 
 local _M = {}
 
@@ -105,9 +107,9 @@ function _M.new(app)
     if run then
       local c = run(req, merge_params(req, params))
       req.status = c.status
-      if box:responded() then return end
+      if responded(box) then return end
       if c.__rendered then
-        box:respond(c.status, req:with_headers(c.headers), c.body)
+        respond(box, c.status, req:with_headers(c.headers), c.body)
         req.status = c.status
       else
         -- An action that renders nothing answers 204, as a Rails API controller does.
@@ -124,8 +126,8 @@ function _M.new(app)
     else
       status, headers, body = h:call(req, params)
     end
-    if not box:responded() and status then
-      box:respond(status, req:with_headers(headers or {}), body or "")
+    if status and not responded(box) then
+      respond(box, status, req:with_headers(headers or {}), body or "")
       req.status = status
     end
   end
@@ -134,8 +136,7 @@ function _M.new(app)
 
   return function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query)
-    req.app = app
+    local req = new_request(box, method, path, query, app)
     local ok, err = xpcall(chain, on_error, req)
     async.end_scope()
     if not ok then

@@ -14,8 +14,9 @@ local core = require("rage.core")
 
 local tostring, select, concat, type, pairs, ipairs, error, pcall, sort, date, unpack, rawget, next =
   tostring, select, table.concat, type, pairs, ipairs, error, pcall, table.sort, os.date, unpack, rawget, next
-local core_log, core_level, core_line, core_locals, core_fiber =
-  core.log, core.log_level, core.log_line, core.locals, core.fiber
+local core_log, core_level, core_line, core_locals =
+  core.log, core.log_level, core.log_line, core.locals
+local fiber_id = require("rage.leaf").fiber_id
 
 local _M = {}
 
@@ -71,15 +72,15 @@ local function text_line(msg, tags, fields)
   return concat(out, " ")
 end
 
--- Request ids by fiber (the C fiber's address): set by the request-id middleware for the
--- request's job and passed on to the fibers it spawns. A plain table keyed by a light userdata
--- costs no allocation per request, unlike a fiber-local table would.
+-- Request ids by fiber (the C fiber's address as a number, rage.leaf.fiber_id): set by the
+-- request-id middleware for the request's job and passed on to the fibers it spawns. A plain
+-- table keyed by a number costs no allocation per request, unlike a fiber-local table would.
 local request_ids = {}
 
 -- Binds `id` to the calling fiber (nil unbinds). Returns the id bound before.
 function _M.bind_request_id(id)
-  local f = core_fiber()
-  if not f then return nil end
+  local f = fiber_id()
+  if f == 0 then return nil end
   local before = request_ids[f]
   request_ids[f] = id
   return before
@@ -87,15 +88,13 @@ end
 
 -- The request id of the calling fiber, or nil.
 function _M.request_id()
-  local f = core_fiber()
-  return f and request_ids[f]
+  return request_ids[fiber_id()]
 end
 
 local function emit(level, msg, extra)
   local l = core_locals(false)
   local st = l and l.__log
-  local f = core_fiber()
-  local rid = f and request_ids[f]
+  local rid = request_ids[fiber_id()]
   -- Fields of the line: the job's context, its request id, then this call's own.
   local fields
   if rid or (st and next(st.fields)) or extra then

@@ -9,9 +9,11 @@
 local core = require("rage.core")
 local async = require("rage.async")
 local log = require("rage.log")
+local leaf = require("rage.leaf")
 
 local type, error, tostring, format, find, lower, concat, random = type, error, tostring, string.format, string.find, string.lower, table.concat, math.random
 local match, gmatch = string.match, string.gmatch
+local header = leaf.header
 
 local _M = {}
 
@@ -35,7 +37,7 @@ local prefix
 -- logs and in a response header); otherwise a new id is made: pid, a counter and randomness.
 function _M.request_id()
   return function(req, nxt)
-    local id = req.box:header("x-request-id")
+    local id = header(req.box, "x-request-id")
     if not id or #id > 128 or not find(id, "^[%w%-_%.:@]+$") then
       if not prefix then
         math.randomseed(core.pid * 7919 + math.floor(core.clock() * 1e6))
@@ -45,7 +47,7 @@ function _M.request_id()
       id = prefix .. counter
     end
     req.id = id
-    req:add_header("x-request-id", id)
+    req.id_header = id   -- as req:add_header("x-request-id", id); see Request:with_headers
     log.bind_request_id(id)   -- every log line of this request (and of the fibers it spawns) carries it
     return nxt(req)
   end

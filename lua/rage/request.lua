@@ -17,18 +17,23 @@ local Request = {}
 Request.__index = Request
 _M.Request = Request
 
-function _M.new(box, method, path, query)
-  return setmetatable({box = box, method = method, path = path, query_string = query}, Request)
+-- The nil fields are placeholders: naming them in the constructor sizes the table for what the
+-- middleware, the dispatcher and the controller set on every request, so the table is never
+-- grown (rehashed) while it serves.
+function _M.new(box, method, path, query, app)
+  return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
+                       id = nil, id_header = nil, route = nil, status = nil, extra_headers = nil}, Request)
 end
 
 -- Adds a header to whatever response this request gets (middleware use this).
 function Request:add_header(name, value)
+  name = lower(name)
   local extra = self.extra_headers
   if not extra then
-    extra = {}
-    self.extra_headers = extra
+    self.extra_headers = {[name] = value}
+    return
   end
-  extra[lower(name)] = value
+  extra[name] = value
 end
 
 -- Merges the added headers into `headers` (a response header table) and returns it, with the
@@ -40,6 +45,10 @@ function Request:with_headers(headers)
       if headers[k] == nil then headers[k] = v end
     end
   end
+  -- The request-id middleware's X-Request-Id, kept apart from the added headers so that the
+  -- common request merges without a loop (a loop here ends the JIT trace of the request path).
+  local id = self.id_header
+  if id and headers["x-request-id"] == nil then headers["x-request-id"] = id end
   local jar = self.cookie_jar
   if jar then jar:commit(headers) end
   return headers

@@ -186,6 +186,28 @@ describe("static files", function()
     assert.is_string(res.headers["x-request-id"])
   end)
 
+  it("finds X-Request-Id whatever the case of its name", function()
+    local res = get("/api", {["X-REQUEST-ID"] = "upper-7"})
+    assert.equal("upper-7", res.headers["x-request-id"])
+  end)
+
+  it("makes request ids that are unique, short and safe: a per-process prefix and a counter", function()
+    local seen, prefix, last = {}, nil, nil
+    for _ = 1, 20 do
+      local id = get("/api").headers["x-request-id"]
+      assert.is_string(id)
+      assert.is_nil(seen[id], "request id " .. id .. " was given twice")
+      seen[id] = true
+      local p, n = id:match("^(%x+%-)(%d+)$")
+      assert.is_string(p, "unexpected request id format: " .. id)
+      prefix = prefix or p
+      assert.equal(prefix, p)
+      n = tonumber(n)
+      if last then assert.is_true(n > last) end
+      last = n
+    end
+  end)
+
   it("answers CORS preflights for allowed origins only", function()
     local res = assert(client.request(srv.port, "OPTIONS", "/api", {
       Origin = "https://allowed.example", ["Access-Control-Request-Method"] = "POST",

@@ -1,0 +1,39 @@
+-- rage.leaf: the core's leaf functions through the FFI, and their fallback for request objects
+-- that are not the core's (rage.test's and the unit specs' stand-ins). The core's own request
+-- objects are covered end to end (spec/e2e/static_spec.lua: request ids, headers).
+
+local leaf = require("rage.leaf")
+local core = require("rage.core")
+
+describe("rage.leaf", function()
+  it("gives the loop time as core.now() does", function()
+    local a, b = leaf.now(), core.now()
+    assert.is_number(a)
+    assert.is_true(math.abs(a - b) < 1)
+  end)
+
+  it("names the running fiber with a number, the same for the whole job", function()
+    local id = leaf.fiber_id()
+    assert.is_number(id)
+    assert.is_true(id > 0, "specs run inside a fiber")
+    rage.sleep(0.001)
+    assert.equal(id, leaf.fiber_id())
+    local other = rage.spawn(function() return leaf.fiber_id() end):wait()
+    assert.is_number(other)
+    assert.not_equal(id, other)
+  end)
+
+  it("falls back to the methods of request objects that are not the core's", function()
+    local box = {
+      header = function(_, name) return name == "x-a" and "1" or nil end,
+      responded = function() return true end,
+    }
+    assert.equal("1", leaf.header(box, "x-a"))
+    assert.is_nil(leaf.header(box, "x-b"))
+    assert.is_true(leaf.responded(box))
+    local sent
+    box.respond = function(_, status, headers, body) sent = {status, headers, body} end
+    leaf.respond(box, 201, {["x-a"] = "1"}, "made")
+    assert.same({201, {["x-a"] = "1"}, "made"}, sent)
+  end)
+end)
