@@ -21,7 +21,9 @@
  *   core.pg_pool(keys, values, opts) -> pool      keys/values: libpq connection parameters
  *     opts: size (5), max_waiters (1000), checkout_timeout (5), connect_timeout (5),
  *           statement_timeout (30; 0 for none), all times in seconds; statement_cache (100
- *           prepared statements per connection; 0 sends every statement unnamed)
+ *           prepared statements per connection; 0 sends every statement unnamed); pipeline
+ *           (8: standalone statements in flight per connection, from different fibers,
+ *           once every connection is busy; 1 lends a connection to one statement at a time)
  *   pool:query(sql, n, p1..pn)   -> result | nil, kind, message, fields          (suspends)
  *                                   fields.retry: the cached plan changed; running the
  *                                   statement again will prepare it anew
@@ -48,6 +50,7 @@
 #define RAGE_PG_CHECKOUT_TIMEOUT 5000  /* ms */
 #define RAGE_PG_CONNECT_TIMEOUT 5000   /* ms */
 #define RAGE_PG_STATEMENT_TIMEOUT 30000 /* ms */
+#define RAGE_PG_PIPELINE 8             /* statements in flight per connection */
 #define RAGE_PG_RESET_TIMEOUT 5000     /* ms, for ROLLBACK / DISCARD ALL on a returned connection */
 #define RAGE_PG_BACKOFF_MIN 100        /* ms */
 #define RAGE_PG_BACKOFF_MAX 2000       /* ms */
