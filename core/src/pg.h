@@ -42,7 +42,11 @@ struct rage__pg_conn_s {
   struct rage__pg_watch_s *watch; /* the socket's poll handle while an operation runs */
   int fd;                         /* the socket `watch` polls */
   uint64_t ino;                   /* its inode: a new socket may reuse a closed one's number */
-  int connecting;                 /* PQconnectPoll drives the connection */
+  int connecting;                 /* resolving the host name, or PQconnectPoll drives it */
+  struct rage__pg_resolve_s *resolve; /* the host name lookup in flight, if any */
+  char **keys, **values;          /* connection parameters, kept while connecting */
+  char *host;                     /* the host name looked up */
+  int resolved;                   /* the host name was looked up on the loop's thread pool */
   int busy;                       /* statements are in flight (inflight > 0) */
   int waiting;                    /* waiting for a notification (LISTEN) */
   int broken;                     /* failed or abandoned: close it, never reuse it */
@@ -92,6 +96,12 @@ enum {
  * PQconnectStartParams, expand_dbname on, so a "dbname" value may be a URL). Returns 0 and
  * calls `cb` later, or a negative error with a message in `err` (and never calls `cb`).
  * The connection is allocated here and freed by rage__pg_conn_close().
+ *
+ * libpq resolves host names with a blocking getaddrinfo() inside PQconnectStartParams. So a
+ * single host name (not an IP address, not a socket directory, no hostaddr given) is looked up
+ * first with uv_getaddrinfo, on libuv's thread pool, and libpq gets every address found as
+ * `hostaddr`, with the name repeated as `host` (kept for TLS server name checks and .pgpass):
+ * it tries them in order, as it would have. Lists of hosts are left to libpq.
  */
 int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
                           const char *const *values, rage__pg_connect_cb cb, void *data,
@@ -140,6 +150,10 @@ void rage__pg_conn_cancel_remote(rage__pg_conn_t *c);
 
 /* For an idle connection: 0 when the server closed it or sent an error while it was idle. */
 int rage__pg_conn_alive(rage__pg_conn_t *c);
+
+/* What went wrong with the connection: libpq's message, or this driver's when libpq has none
+ * (a host name that could not be resolved). */
+const char *rage__pg_conn_message(rage__pg_conn_t *c);
 
 /* Closes the connection (libpq's Terminate message is sent without blocking) and frees it;
  * from inside one of its callbacks, frees it when the callback returns. */

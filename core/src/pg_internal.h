@@ -43,6 +43,7 @@ struct rage__pg_pool_s {
   char last_error[200];
   uint64_t opened, closed_conns, statements, prepared, timeouts, pool_timeouts, resets, connect_failures;
   uint64_t pipelined; /* statements sent behind others in flight on their connection */
+  uint64_t resolved;  /* host names looked up on the thread pool before connecting */
 };
 
 /* A lease: the memory of a Lua userdata; the pool never frees it. */

@@ -227,6 +227,7 @@ static int pool_stats(lua_State *L) {
   set_num(L, "prepared", (double)p->prepared);
   set_num(L, "pipeline", p->pipeline);
   set_num(L, "pipelined", (double)p->pipelined);
+  set_num(L, "resolved", (double)p->resolved);
   set_num(L, "timeouts", (double)p->timeouts);
   set_num(L, "pool_timeouts", (double)p->pool_timeouts);
   set_num(L, "resets", (double)p->resets);

@@ -532,9 +532,10 @@ static void on_connected(rage__pg_conn_t *c, int ok, void *data) {
   pool_t *p = op->pool;
   p->refs++;
   p->connecting--;
+  if (c->resolved) p->resolved++;
   if (!ok) {
     char msg[200];
-    snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+    snprintf(msg, sizeof(msg), "%s", rage__pg_conn_message(c));
     note_failure(p, msg);
     op->conn = NULL;
     discard(p, c);

@@ -467,6 +467,36 @@ TEST(pipeline_plan_change) {
   teardown();
 }
 
+/* A host name is looked up on the loop's thread pool, not by libpq's blocking getaddrinfo:
+ * "localhost" (which may give ::1 before 127.0.0.1, where the server listens) connects, and a
+ * name that does not resolve fails with db.connection. */
+TEST(host_name_resolved_on_the_loop) {
+  if (setup()) return;
+  char *at = strstr(url, "@127.0.0.1:");
+  if (at == NULL) {
+    printf("skipped: DATABASE_URL does not name 127.0.0.1\n");
+    teardown();
+    return;
+  }
+  char local[1100];
+  snprintf(local, sizeof(local), "%.*s@localhost:%s", (int)(at - url), url, at + strlen("@127.0.0.1:"));
+  setenv("RAGE_TEST_LOCAL_URL", local, 1);
+  int r = run_lua(
+      "local p = core.pg_pool({'dbname'}, {os.getenv('RAGE_TEST_LOCAL_URL')})\n"
+      "local res, kind, msg = p:query('SELECT 1 AS one', 0)\n"
+      "assert(res, msg)\n"
+      "assert(res:decode(false)[1].one == 1)\n"
+      "assert(p:stats().resolved == 1, 'looked up by the pool')\n"
+      "local bad = core.pg_pool({'dbname'}, {'postgres://x@rage-no-such-host.invalid:5432/x'}, {connect_timeout = 10})\n"
+      "local ok, kind2, msg2 = bad:query('SELECT 1', 0)\n"
+      "assert(ok == nil and kind2 == 'db.connection', tostring(kind2))\n"
+      "local ip = core.pg_pool({'dbname'}, {URL})\n"
+      "assert(ip:query('SELECT 1', 0))\n"
+      "return ip:stats().resolved * 10 + p:stats().resolved\n");
+  ASSERT_EQ(r, 1);
+  teardown();
+}
+
 int main(int argc, char **argv) {
   static const test_entry_t tests[] = {
       TEST_ENTRY(query_and_pool_at_close),
@@ -483,6 +513,7 @@ int main(int argc, char **argv) {
       TEST_ENTRY(pipeline_never_shares_transactions),
       TEST_ENTRY(pipeline_connection_killed),
       TEST_ENTRY(pipeline_plan_change),
+      TEST_ENTRY(host_name_resolved_on_the_loop),
       {NULL, NULL},
   };
   return test_main(argc, argv, tests);
