@@ -16,6 +16,13 @@
  * rage__sched_defer, so no fiber ever runs inside another's call. rage__pg_pool_grant() is the one place
  * that serves waiters; it never runs Lua code.
  *
+ * Pipelining: an op whose statement may share a connection (op->share) joins a busy one from
+ * the pool's `sharing` list when no connection is idle and none may be opened, and only when no
+ * one waits in the queue, so that nothing overtakes a waiting transaction. Results of one
+ * connection come in statement order; when others are still in flight on it, the fiber resumes
+ * through rage__sched_defer (pg.c is still reading that connection), and so do the ones after
+ * it in the same burst, so that fibers resume in statement order too.
+ *
  * Garbage collection may run a lease's finalizer in the middle of any of this, so finalizers
  * only close connections and adjust counters; they never serve waiters or resume fibers.
  */

@@ -3,7 +3,10 @@
  *
  * A pool belongs to one runtime (one worker) and one database. It opens connections lazily, up
  * to its size, and lends one per statement: the connection returns to the pool as soon as the
- * statement's result is in. A lease pins one connection to one fiber for a transaction.
+ * statement's result is in. Once every connection is busy, standalone statements (queries and
+ * plain DML outside transactions) of other fibers are pipelined onto connections that already
+ * run such statements, up to the pipeline depth, each with its own Sync so that an error stays
+ * its own. A lease pins one connection to one fiber for a transaction; it is never shared.
  *
  * Fibers that find every connection busy wait in FIFO order, each for at most the checkout
  * timeout; the queue of waiters is bounded. Both limits fail with db.pool_timeout. Connections
@@ -15,7 +18,10 @@
  *
  * Every wait follows the suspend protocol of sched.h. A statement whose fiber is cancelled, or
  * that outlives the statement timeout, is cancelled on the server (rage__pg_conn_cancel_remote)
- * and its connection closed: a connection is never reused with a statement in flight.
+ * and its connection closed when it is alone on it. Sharing a pipeline, it is only forgotten
+ * (a cancel request could stop another fiber's statement): its result is dropped when it
+ * arrives, nothing joins the connection meanwhile, and once no statement in flight on the
+ * connection has a fiber waiting, the connection is cancelled and closed.
  *
  * Lua objects (upvalue 1 of every method is the runtime):
  *   core.pg_pool(keys, values, opts) -> pool      keys/values: libpq connection parameters
