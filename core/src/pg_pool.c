@@ -391,7 +391,10 @@ static int start_run(op_t *op) {
   pool_t *p = op->pool;
   rage__pg_conn_t *c = op->conn;
   int joining = c->busy;
-  int mode = op->share ? RAGE_PG_SHARED : op->simple ? RAGE_PG_SIMPLE : RAGE_PG_EXTENDED;
+  /* A shareable statement opens a pipeline others may join only when the pool has no idle
+   * connection left for them; otherwise it goes out as it would without pipelining. */
+  int share = op->share && (joining || p->nidle == 0);
+  int mode = share ? RAGE_PG_SHARED : op->simple ? RAGE_PG_SIMPLE : RAGE_PG_EXTENDED;
   if (rage__pg_conn_send(c, op->sql, op->nparams, op->values, mode, on_result, op) != 0) {
     op_fail(op, "db.connection", "the database connection failed: %s", PQerrorMessage(c->pg));
     if (c->busy) {
@@ -407,7 +410,7 @@ static int start_run(op_t *op) {
   op->phase = PH_RUN;
   p->statements++;
   if (joining) p->pipelined++;
-  if (op->share) list(p, c);
+  if (share) list(p, c);
   timer_arm(op, p->statement_ms);
   return 0;
 }
