@@ -802,15 +802,30 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
  * BEGIN, SET, LISTEN, PREPARE, DECLARE and the rest never share. Session state changed by a
  * function (set_config(..., false), advisory locks) is not detected, as on a connection lent
  * to one statement at a time. */
+static int word_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+}
+
+/* Whether `sql` holds the keyword `word` (a whole word, in any case), quoted text included. */
+static int has_word(const char *sql, const char *word) {
+  size_t n = strlen(word);
+  for (const char *p = sql; *p; p++) {
+    if (strncasecmp(p, word, n) == 0 && (p == sql || !word_char(p[-1])) && !word_char(p[n])) return 1;
+  }
+  return 0;
+}
+
 static int shareable(const char *sql) {
   static const char *const words[] = {"select", "insert", "update", "delete", "with", "values", "table"};
   while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(') sql++;
   for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
     size_t n = strlen(words[i]);
-    if (strncasecmp(sql, words[i], n) != 0) continue;
-    char next = sql[n];
-    return !((next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') || (next >= '0' && next <= '9') ||
-             next == '_');
+    if (strncasecmp(sql, words[i], n) != 0 || word_char(sql[n])) continue;
+    /* SELECT ... INTO creates a table, maybe a temporary one that later statements of the
+     * session would see: such a query runs alone. */
+    if (i == 0) return !has_word(sql, "into");
+    if (i == 4) return !has_word(sql, "into") || has_word(sql, "insert");
+    return 1;
   }
   return 0;
 }
