@@ -16,12 +16,15 @@
  * poll handle is closed. Any libpq call may drop the socket when the server goes away; the poll
  * handle is closed right after such a call, before another descriptor can take its number.
  *
- * Host names are resolved by libpq itself (getaddrinfo inside PQconnectPoll), which blocks:
- * use an IP address or a unix socket directory in production URLs.
+ * Host names: libpq resolves them with a blocking getaddrinfo() inside PQconnectStartParams,
+ * so a single host name is looked up first with uv_getaddrinfo (libuv's thread pool) and libpq
+ * gets the addresses as hostaddr, the name staying as host (see rage__pg_conn_connect in pg.h).
  */
 #include "pg.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <lauxlib.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -100,7 +103,7 @@ static void on_notice(void *arg, const char *message) {
   rage__log(RAGE_LOG_DEBUG, "postgres: %.*s", (int)n, message);
 }
 
-/* ---- the prepared-statement cache ------------------------------------------------------ */
+/* ---- statements in flight and the prepared-statement cache ---------------------------- */
 
 struct rage__pg_stmt_s {
   rage__pg_stmt_t *prev, *next; /* most recently used first */
@@ -108,9 +111,24 @@ struct rage__pg_stmt_s {
   unsigned id;
   int nparams;
   int ready; /* PREPARE succeeded: the server has it */
+  int dead;  /* out of the cache; freed when no statement in flight executes it */
+  unsigned uses; /* statements in flight executing it */
   size_t len;
   char sql[];
 };
+
+/* One statement in flight. Its results are gathered until its last one: the NULL after a
+ * statement sent alone, the Sync result for a pipeline segment. */
+typedef struct rage__pg_req_s {
+  struct rage__pg_req_s *next;
+  rage__pg_result_cb cb; /* NULL once forgotten: the result is dropped */
+  void *data;
+  PGresult *first_error, *last;
+  rage__pg_stmt_t *exec_stmt; /* the cached statement it executes */
+  int pipeline;     /* sent as a pipeline segment: DEALLOCATE..., PREPARE, EXECUTE, Sync */
+  int pipe_at, pipe_prepare, pipe_exec; /* command being read, and the two that matter */
+  int prepared;
+} req_t;
 
 static uint32_t hash_sql(const char *s, size_t *len) {
   uint32_t h = 2166136261u;
@@ -148,10 +166,11 @@ static rage__pg_stmt_t *stmt_find(rage__pg_conn_t *c, const char *sql, uint32_t 
   return NULL;
 }
 
-/* Forgets a statement; one the server holds is deallocated with the next prepare. */
-static void stmt_drop(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
-  if (c->exec_stmt == st) c->exec_stmt = NULL;
-  stmt_unlink(c, st);
+/* Frees a statement out of the cache once nothing in flight executes it; one the server holds
+ * is deallocated with the next prepare. The DEALLOCATE goes out after every statement already
+ * sent, so those still find it. */
+static void stmt_finish(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  if (!st->dead || st->uses > 0) return;
   if (st->ready) {
     c->unprepare = rage__realloc(c->unprepare, (c->nunprepare + 1) * sizeof(unsigned));
     c->unprepare[c->nunprepare++] = st->id;
@@ -159,44 +178,75 @@ static void stmt_drop(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
   free(st);
 }
 
+/* Takes a statement out of the cache. */
+static void stmt_drop(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  if (st->dead) return;
+  stmt_unlink(c, st);
+  st->dead = 1;
+  stmt_finish(c, st);
+}
+
+static void stmt_unuse(rage__pg_conn_t *c, rage__pg_stmt_t *st) {
+  st->uses--;
+  stmt_finish(c, st);
+}
+
 /* The server dropped every prepared statement (DISCARD ALL, DEALLOCATE ALL). */
 static void stmts_clear(rage__pg_conn_t *c) {
   while (c->stmts) {
     rage__pg_stmt_t *st = c->stmts;
     stmt_unlink(c, st);
-    free(st);
+    st->dead = 1;
+    st->ready = 0;
+    stmt_finish(c, st);
   }
-  c->exec_stmt = NULL;
   c->nunprepare = 0;
 }
 
-/* Sends a statement through the cache: EXECUTE alone when it is prepared, else a pipeline of
- * DEALLOCATE (evicted entries), PREPARE and EXECUTE. Returns libpq's 1 or 0. */
-static int send_cached(rage__pg_conn_t *c, const char *sql, int n, const char *const *values) {
+/* Sends a statement for `q` through the cache: EXECUTE alone when it is prepared, else a
+ * pipeline of DEALLOCATE (evicted entries), PREPARE and EXECUTE. With `in_pipe` the connection
+ * is already in pipeline mode and every statement becomes a segment with its own Sync.
+ * Returns libpq's 1 or 0. */
+static int send_cached(rage__pg_conn_t *c, req_t *q, const char *sql, int n,
+                       const char *const *values, int in_pipe) {
   char name[32];
   size_t len;
   uint32_t h = hash_sql(sql, &len);
   rage__pg_stmt_t *st = stmt_find(c, sql, h, len);
-  if (st && st->nparams != n) return PQsendQueryParams(c->pg, sql, n, NULL, values, NULL, NULL, 0);
+  if (st && (st->nparams != n || !st->ready)) {
+    /* Another parameter count, or its PREPARE is still in flight: unnamed this time. */
+    if (!in_pipe) return PQsendQueryParams(c->pg, sql, n, NULL, values, NULL, NULL, 0);
+    q->pipeline = 1;
+    q->pipe_exec = 0;
+    return PQsendQueryParams(c->pg, sql, n, NULL, values, NULL, NULL, 0) && PQpipelineSync(c->pg);
+  }
   if (st && c->nunprepare == 0) {
     stmt_unlink(c, st);
     stmt_push_front(c, st);
-    c->exec_stmt = st;
+    q->exec_stmt = st;
+    st->uses++;
     stmt_name(name, sizeof(name), st->id);
-    return PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    if (!in_pipe) return PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0);
+    q->pipeline = 1;
+    q->pipe_exec = 0;
+    return PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0) && PQpipelineSync(c->pg);
   }
-  if (!PQenterPipelineMode(c->pg)) return 0;
-  c->pipeline = 1;
-  c->pipe_at = 0;
-  c->pipe_prepare = -1;
+  if (!in_pipe && !PQenterPipelineMode(c->pg)) return 0;
+  q->pipeline = 1;
   if (st == NULL) {
-    while (c->nstmts >= c->max_stmts && c->stmts_tail) stmt_drop(c, c->stmts_tail);
+    /* Evict the least recently used entries that nothing in flight executes. */
+    rage__pg_stmt_t *victim = c->stmts_tail;
+    while (c->nstmts >= c->max_stmts && victim) {
+      rage__pg_stmt_t *prev = victim->prev;
+      if (victim->uses == 0) stmt_drop(c, victim);
+      victim = prev;
+    }
   }
   int cmds = 0;
   for (unsigned i = 0; i < c->nunprepare; i++) {
-    char q[48];
-    snprintf(q, sizeof(q), "DEALLOCATE rage_%u", c->unprepare[i]);
-    if (!PQsendQueryParams(c->pg, q, 0, NULL, NULL, NULL, NULL, 0)) return 0;
+    char dq[48];
+    snprintf(dq, sizeof(dq), "DEALLOCATE rage_%u", c->unprepare[i]);
+    if (!PQsendQueryParams(c->pg, dq, 0, NULL, NULL, NULL, NULL, 0)) return 0;
     cmds++;
   }
   c->nunprepare = 0;
@@ -208,23 +258,31 @@ static int send_cached(rage__pg_conn_t *c, const char *sql, int n, const char *c
     st->id = ++c->next_stmt;
     st->nparams = n;
     st->ready = 0;
+    st->dead = 0;
+    st->uses = 0;
     stmt_push_front(c, st);
     stmt_name(name, sizeof(name), st->id);
+    q->exec_stmt = st;
+    st->uses++;
     if (!PQsendPrepare(c->pg, name, sql, n, NULL)) return 0;
-    c->pipe_prepare = cmds++;
-    c->prepared = 1;
+    q->pipe_prepare = cmds++;
+    q->prepared = 1;
   } else {
     stmt_unlink(c, st);
     stmt_push_front(c, st);
+    q->exec_stmt = st;
+    st->uses++;
   }
-  c->exec_stmt = st;
   stmt_name(name, sizeof(name), st->id);
   if (!PQsendQueryPrepared(c->pg, name, n, values, NULL, NULL, 0)) return 0;
-  c->pipe_exec = cmds;
+  q->pipe_exec = cmds;
   return PQpipelineSync(c->pg);
 }
 
 /* ---- connecting ------------------------------------------------------------------------- */
+
+static void free_strings(char **a, int n);
+static int count_keys(char **keys);
 
 static void connect_done(rage__pg_conn_t *c, int ok) {
   c->connecting = 0;
@@ -232,6 +290,10 @@ static void connect_done(rage__pg_conn_t *c, int ok) {
   if (ok) {
     if (PQsetnonblocking(c->pg, 1) != 0) ok = 0;
   }
+  int n = count_keys(c->keys);
+  free_strings(c->keys, n);
+  free_strings(c->values, n);
+  c->keys = c->values = NULL;
   if (!ok) c->broken = 1;
   rage__pg_connect_cb cb = c->on_connect;
   c->on_connect = NULL;
@@ -262,10 +324,104 @@ static void connect_step(rage__pg_conn_t *c) {
   }
 }
 
-int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
-                          const char *const *values, rage__pg_connect_cb cb, void *data,
-                          char *err, size_t errlen) {
+/* ---- resolving the host name ------------------------------------------------------------ */
+
+typedef struct rage__pg_resolve_s {
+  uv_getaddrinfo_t req;
+  rage__pg_conn_t *conn; /* NULL once the connection was abandoned */
+} resolve_t;
+
+#define MAX_ADDRS 8
+
+static int is_url(const char *s) {
+  return strchr(s, '=') != NULL || strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0;
+}
+
+/* The host name that the loop should look up before libpq starts, or NULL (an IP address, a
+ * socket directory, several hosts, hostaddr given, nothing given). Follows libpq's order: an
+ * expanded dbname overrides what comes before it, later parameters override it, and the
+ * environment fills what is missing. Returns -1 with a message in `err` for a dbname URL or
+ * connection string that libpq would refuse. */
+static int host_to_resolve(const char *const *keys, const char *const *values, char **out, char *err,
+                           size_t errlen) {
+  const char *host = NULL, *hostaddr = NULL, *port = NULL;
+  PQconninfoOption *parsed = NULL;
+  *out = NULL;
+  for (int i = 0; keys[i]; i++) {
+    const char *v = values[i];
+    if (v == NULL) continue;
+    if (strcmp(keys[i], "dbname") == 0 && parsed == NULL && is_url(v)) {
+      char *e = NULL;
+      parsed = PQconninfoParse(v, &e);
+      if (parsed == NULL) {
+        snprintf(err, errlen, "%s", e ? e : "out of memory");
+        if (e) PQfreemem(e);
+        return -1;
+      }
+      for (PQconninfoOption *o = parsed; o->keyword; o++) {
+        if (o->val == NULL || o->val[0] == '\0') continue;
+        if (strcmp(o->keyword, "host") == 0) host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0) hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0) port = o->val;
+      }
+    } else if (strcmp(keys[i], "host") == 0) {
+      host = v;
+    } else if (strcmp(keys[i], "hostaddr") == 0) {
+      hostaddr = v;
+    } else if (strcmp(keys[i], "port") == 0) {
+      port = v;
+    }
+  }
+  if (host == NULL) host = getenv("PGHOST");
+  if (hostaddr == NULL) hostaddr = getenv("PGHOSTADDR");
+  if (port == NULL) port = getenv("PGPORT");
+  unsigned char buf[sizeof(struct in6_addr)];
+  if ((hostaddr == NULL || hostaddr[0] == '\0') && host && host[0] != '\0' && host[0] != '/' && host[0] != '@' &&
+      strchr(host, ',') == NULL && (port == NULL || strchr(port, ',') == NULL) &&
+      inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
+    *out = rage__strndup(host, strlen(host));
+  if (parsed) PQconninfoFree(parsed);
+  return 0;
+}
+
+static char **copy_strings(const char *const *a, int n) {
+  char **out = rage__calloc((size_t)n + 1, sizeof(char *));
+  for (int i = 0; i < n; i++) out[i] = a[i] ? rage__strndup(a[i], strlen(a[i])) : NULL;
+  return out;
+}
+
+static void free_strings(char **a, int n) {
+  if (a == NULL) return;
+  for (int i = 0; i < n; i++) free(a[i]);
+  free(a);
+}
+
+static int count_keys(char **keys) {
+  int n = 0;
+  if (keys)
+    while (keys[n]) n++;
+  return n;
+}
+
+/* Starts libpq on the kept parameters, plus host and hostaddr lists when they were looked up.
+ * Returns 0, or a negative error with a message in `err`. */
+static int start_libpq(rage__pg_conn_t *c, const char *hosts, const char *addrs, char *err, size_t errlen) {
+  int n = count_keys(c->keys);
+  const char **keys = rage__calloc((size_t)n + 3, sizeof(char *));
+  const char **values = rage__calloc((size_t)n + 3, sizeof(char *));
+  for (int i = 0; i < n; i++) {
+    keys[i] = c->keys[i];
+    values[i] = c->values[i];
+  }
+  if (hosts) {
+    keys[n] = "host";
+    values[n++] = hosts;
+    keys[n] = "hostaddr";
+    values[n++] = addrs;
+  }
   PGconn *pg = PQconnectStartParams(keys, values, 1);
+  free(keys);
+  free(values);
   if (pg == NULL) {
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
@@ -276,8 +432,70 @@ int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *co
     return RAGE_EINVAL;
   }
   PQsetNoticeProcessor(pg, on_notice, NULL);
-  rage__pg_conn_t *c = rage__calloc(1, sizeof(*c));
   c->pg = pg;
+  /* libpq's state machine starts as if PQconnectPoll had asked for writability. */
+  int r = watch(c, UV_WRITABLE);
+  if (r != 0) {
+    snprintf(err, errlen, "cannot poll the connection's socket: %s", uv_strerror(r));
+    watch_close(c);
+    return r;
+  }
+  return 0;
+}
+
+static void conn_free(rage__pg_conn_t *c);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  resolve_t *rs = (resolve_t *)req;
+  rage__pg_conn_t *c = rs->conn;
+  free(rs);
+  if (c == NULL) {
+    uv_freeaddrinfo(res);
+    return;
+  }
+  c->resolve = NULL;
+  c->resolved = 1;
+  c->dispatching++;
+  if (status != 0) {
+    snprintf(c->error, sizeof(c->error), "could not translate host name \"%s\" to address: %s", c->host,
+             uv_strerror(status));
+  } else {
+    /* Every address, in getaddrinfo's order, each paired with the name. */
+    char addrs[MAX_ADDRS * (INET6_ADDRSTRLEN + 1)];
+    size_t hlen = strlen(c->host), alen = 0;
+    char *hosts = rage__malloc(MAX_ADDRS * (hlen + 1));
+    size_t hused = 0;
+    int n = 0;
+    addrs[0] = '\0';
+    for (struct addrinfo *ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
+      char name[INET6_ADDRSTRLEN];
+      if (ai->ai_family == AF_INET) uv_ip4_name((struct sockaddr_in *)ai->ai_addr, name, sizeof(name));
+      else if (ai->ai_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, name, sizeof(name));
+      else continue;
+      alen += (size_t)snprintf(addrs + alen, sizeof(addrs) - alen, "%s%s", n ? "," : "", name);
+      if (n) hosts[hused++] = ',';
+      memcpy(hosts + hused, c->host, hlen);
+      hused += hlen;
+      n++;
+    }
+    hosts[hused] = '\0';
+    if (n == 0) snprintf(c->error, sizeof(c->error), "host name \"%s\" has no IP address", c->host);
+    else if (start_libpq(c, hosts, addrs, c->error, sizeof(c->error)) == 0) c->error[0] = '\0';
+    free(hosts);
+  }
+  uv_freeaddrinfo(res);
+  if (c->error[0]) connect_done(c, 0);
+  if (--c->dispatching == 0 && c->close_pending) conn_free(c);
+}
+
+int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
+                          const char *const *values, rage__pg_connect_cb cb, void *data,
+                          char *err, size_t errlen) {
+  char *host;
+  if (host_to_resolve(keys, values, &host, err, errlen) != 0) return RAGE_EINVAL;
+  int n = 0;
+  while (keys[n]) n++;
+  rage__pg_conn_t *c = rage__calloc(1, sizeof(*c));
   c->loop = loop;
   c->fd = -1;
   c->connecting = 1;
@@ -285,13 +503,30 @@ int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *co
   c->on_connect = cb;
   c->data = data;
   c->created_ms = uv_now(loop);
-  /* libpq's state machine starts as if PQconnectPoll had asked for writability. */
-  int r = watch(c, UV_WRITABLE);
+  c->keys = copy_strings(keys, n);
+  c->values = copy_strings(values, n);
+  c->host = host;
+  int r;
+  if (host) {
+    resolve_t *rs = rage__calloc(1, sizeof(*rs));
+    rs->conn = c;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    r = uv_getaddrinfo(loop, &rs->req, on_resolved, host, NULL, &hints);
+    if (r == 0) c->resolve = rs;
+    else {
+      free(rs);
+      snprintf(err, errlen, "cannot look up \"%s\": %s", host, uv_strerror(r));
+    }
+  } else {
+    r = start_libpq(c, NULL, NULL, err, errlen);
+  }
   if (r != 0) {
-    snprintf(err, errlen, "cannot poll the connection's socket: %s", uv_strerror(r));
-    watch_close(c);
-    PQfinish(pg);
-    free(c);
+    PQfinish(c->pg);
+    c->pg = NULL;
+    conn_free(c);
     return r;
   }
   *out = c;
@@ -308,21 +543,42 @@ static int changes_session(const char *tag) {
          strcmp(tag, "LOAD") == 0;
 }
 
-static void result_done(rage__pg_conn_t *c) {
-  PGresult *res;
-  if (c->first_error) {
-    res = c->first_error;
-    if (c->last) PQclear(c->last);
-  } else if (c->error[0]) {
-    res = NULL;
-    if (c->last) PQclear(c->last);
-  } else if (c->last) {
-    res = c->last;
-  } else {
-    res = PQmakeEmptyPGresult(c->pg, PGRES_EMPTY_QUERY);
-    if (res == NULL) abort();
+static void req_free(rage__pg_conn_t *c, req_t *q) {
+  if (q->first_error) PQclear(q->first_error);
+  if (q->last) PQclear(q->last);
+  if (q->exec_stmt) stmt_unuse(c, q->exec_stmt);
+  free(q);
+}
+
+static req_t *req_pop(rage__pg_conn_t *c) {
+  req_t *q = c->head;
+  c->head = q->next;
+  if (c->head == NULL) c->tail = NULL;
+  c->inflight--;
+  if (q->cb) c->live--;
+  c->busy = c->inflight > 0;
+  return q;
+}
+
+/* Hands the oldest statement its outcome: its first error, else its last result; NULL when the
+ * connection failed without a result (`c->error` says why). Then runs its callback. */
+static void result_done(rage__pg_conn_t *c, PGresult *res) {
+  req_t *q = req_pop(c);
+  if (res == NULL && c->error[0] == '\0') {
+    if (q->first_error) {
+      res = q->first_error;
+      q->first_error = NULL;
+    } else if (q->last) {
+      res = q->last;
+      q->last = NULL;
+    } else {
+      res = PQmakeEmptyPGresult(c->pg, PGRES_EMPTY_QUERY);
+      if (res == NULL) abort();
+    }
   }
-  rage__pg_stmt_t *st = c->exec_stmt;
+  c->plan_changed = 0;
+  c->prepared = q->prepared;
+  rage__pg_stmt_t *st = q->exec_stmt;
   if (st && res && PQresultStatus(res) == PGRES_FATAL_ERROR) {
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -334,37 +590,49 @@ static void result_done(rage__pg_conn_t *c) {
       c->plan_changed = 1;
     }
   }
-  c->exec_stmt = NULL;
-  c->first_error = c->last = NULL;
-  c->busy = 0;
-  if (c->pipeline) c->broken = 1; /* ended before its sync: the protocol state is unknown */
-  if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
-  watch_close(c);
-  rage__pg_result_cb cb = c->on_result;
-  c->on_result = NULL;
-  cb(c, res, c->data);
-}
-
-/* The connection failed while a statement ran: report the server's error when one arrived,
- * else libpq's message (`why` NULL) or a libuv error. */
-static void result_failed(rage__pg_conn_t *c, const char *why) {
-  c->broken = 1;
-  check_socket(c);
-  if (c->first_error == NULL) {
-    if (why) {
-      snprintf(c->error, sizeof(c->error), "connection failed: %s", why);
-    } else {
-      c->first_error = PQmakeEmptyPGresult(c->pg, PGRES_FATAL_ERROR);
-      if (c->first_error == NULL) abort();
-    }
+  if (c->inflight == 0) {
+    c->shared = 0;
+    if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && !c->broken && !PQexitPipelineMode(c->pg)) c->broken = 1;
+    watch_close(c);
   }
-  result_done(c);
+  if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
+  rage__pg_result_cb cb = q->cb;
+  void *data = q->data;
+  req_free(c, q);
+  if (cb) cb(c, res, data);
+  else if (res) PQclear(res);
 }
 
-static void absorb(rage__pg_conn_t *c, PGresult *r) {
+/* The connection failed: every statement in flight gets the server's error when one arrived
+ * for it, else libpq's message (`why` NULL) or `why`. */
+static void result_failed(rage__pg_conn_t *c, const char *why) {
+  char msg[sizeof(c->error)];
+  snprintf(msg, sizeof(msg), "%s%s", why && strncmp(why, "connection failed", 17) != 0 ? "connection failed: " : "",
+           why ? why : "");
+  c->broken = 1;
+  c->shared = 0;
+  check_socket(c);
+  watch_close(c);
+  while (c->head && !c->close_pending) {
+    req_t *q = c->head;
+    PGresult *res = NULL;
+    if (q->first_error) {
+      res = q->first_error;
+      q->first_error = NULL;
+    } else if (why == NULL) {
+      res = PQmakeEmptyPGresult(c->pg, PGRES_FATAL_ERROR);
+      if (res == NULL) abort();
+    }
+    if (res) c->error[0] = '\0';
+    else snprintf(c->error, sizeof(c->error), "%s", msg);
+    result_done(c, res);
+  }
+}
+
+static void absorb(rage__pg_conn_t *c, req_t *q, PGresult *r) {
   switch (PQresultStatus(r)) {
   case PGRES_FATAL_ERROR:
-    if (c->first_error == NULL) c->first_error = r;
+    if (q->first_error == NULL) q->first_error = r;
     else PQclear(r);
     break;
   case PGRES_COPY_IN:
@@ -379,60 +647,63 @@ static void absorb(rage__pg_conn_t *c, PGresult *r) {
     const char *tag = PQcmdStatus(r);
     if (changes_session(tag)) c->dirty = 1;
     if (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0) stmts_clear(c);
-    if (c->last) PQclear(c->last);
-    c->last = r;
+    if (q->last) PQclear(q->last);
+    q->last = r;
     break;
   }
   }
 }
 
-/* Gathers results while that needs no more input. In a pipeline, each command's results end
- * with a NULL and the whole ends with the sync; only the EXECUTE's result (and any error)
- * counts. */
+/* Gathers results while that needs no more input. A statement sent alone ends with a NULL. In
+ * a pipeline segment each command's results end with a NULL and the segment ends with its
+ * Sync; only the EXECUTE's result (and any error) counts; after an error the segment's other
+ * commands come back PGRES_PIPELINE_ABORTED, and the next segment runs normally. */
 static void collect(rage__pg_conn_t *c) {
-  while (!PQisBusy(c->pg)) {
+  while (c->head && !c->close_pending && !c->broken && !PQisBusy(c->pg)) {
+    req_t *q = c->head;
     PGresult *r = PQgetResult(c->pg);
     check_socket(c);
     if (r == NULL) {
-      if (c->pipeline && PQstatus(c->pg) == CONNECTION_OK && c->pipe_at <= c->pipe_exec) {
-        c->pipe_at++;
+      if (q->pipeline && PQstatus(c->pg) == CONNECTION_OK && q->pipe_at <= q->pipe_exec) {
+        q->pipe_at++;
         continue;
       }
-      result_done(c);
-      return;
+      if (q->pipeline) c->broken = 1; /* ended before its Sync: the protocol state is unknown */
+      result_done(c, NULL);
+      continue;
     }
-    if (c->pipeline) {
+    if (q->pipeline) {
       ExecStatusType st = PQresultStatus(r);
       if (st == PGRES_PIPELINE_SYNC) {
         PQclear(r);
-        c->pipeline = 0;
-        if (!PQexitPipelineMode(c->pg)) c->broken = 1;
-        result_done(c);
-        return;
+        result_done(c, NULL);
+        continue;
       }
       if (st == PGRES_PIPELINE_ABORTED) {
         PQclear(r);
         continue;
       }
-      if (c->pipe_at != c->pipe_exec) {
-        if (c->pipe_at == c->pipe_prepare && st == PGRES_COMMAND_OK && c->exec_stmt) c->exec_stmt->ready = 1;
-        if (st == PGRES_FATAL_ERROR) absorb(c, r);
+      if (q->pipe_at != q->pipe_exec) {
+        if (q->pipe_at == q->pipe_prepare && st == PGRES_COMMAND_OK && q->exec_stmt) q->exec_stmt->ready = 1;
+        if (st == PGRES_FATAL_ERROR) absorb(c, q, r);
         else PQclear(r);
         continue;
       }
     }
-    absorb(c, r);
-    if (c->broken) {
-      /* COPY: stop here; the owner closes the connection. */
-      result_done(c);
-      return;
-    }
+    absorb(c, q, r);
+    if (c->broken) result_done(c, NULL); /* COPY: stop here; the owner closes the connection */
   }
+  /* A broken connection fails whatever is still in flight on it. */
+  if (c->broken && c->head && !c->close_pending) result_failed(c, c->error[0] ? c->error : "the connection is unusable");
 }
 
 static void query_step(rage__pg_conn_t *c, int status, int events) {
   if (status < 0) {
     result_failed(c, uv_strerror(status));
+    return;
+  }
+  if (c->broken) {
+    result_failed(c, c->error[0] ? c->error : "the connection is unusable");
     return;
   }
   if (events & UV_WRITABLE) {
@@ -451,10 +722,11 @@ static void query_step(rage__pg_conn_t *c, int status, int events) {
     if (!PQconsumeInput(c->pg)) {
       check_socket(c);
       /* What was read before the failure may hold the server's reason (57P01...). */
-      while (c->first_error == NULL) {
+      while (c->head && c->head->first_error == NULL) {
         PGresult *r = PQisBusy(c->pg) ? NULL : PQgetResult(c->pg);
         if (r == NULL) break;
-        absorb(c, r);
+        if (PQresultStatus(r) == PGRES_FATAL_ERROR) absorb(c, c->head, r);
+        else PQclear(r);
       }
       result_failed(c, NULL);
       return;
@@ -492,58 +764,116 @@ int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data) {
   return 0;
 }
 
+static void conn_free(rage__pg_conn_t *c);
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   watch_t *w = h->data;
   rage__pg_conn_t *c = w->conn;
   if (c == NULL) return;
+  /* Callbacks may close the connection: it is freed when they are all done. */
+  c->dispatching++;
   if (c->connecting) connect_step(c);
   else if (c->busy) query_step(c, status, events);
   else if (c->waiting) wait_step(c, status);
   else watch_close(c);
+  if (--c->dispatching == 0 && c->close_pending) conn_free(c);
 }
 
 int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
-                       int simple, rage__pg_result_cb cb, void *data) {
-  if (c->broken || c->busy || c->connecting || c->waiting) return -1;
-  c->exec_stmt = NULL;
-  c->prepared = c->plan_changed = c->pipeline = 0;
+                       int mode, rage__pg_result_cb cb, void *data) {
+  if (c->broken || c->connecting || c->waiting || c->close_pending) return -1;
+  if (c->busy && (mode != RAGE_PG_SHARED || !c->shared)) return -1;
+  req_t *q = rage__calloc(1, sizeof(*q));
+  q->pipe_prepare = -1;
   int ok;
-  if (simple && nparams == 0) ok = PQsendQuery(c->pg, sql);
-  else if (c->max_stmts == 0 || PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+  if (mode == RAGE_PG_SHARED) {
+    if (!c->busy) {
+      ok = PQenterPipelineMode(c->pg);
+      if (ok) c->shared = 1;
+    } else {
+      ok = 1;
+    }
+    if (ok && c->max_stmts == 0) {
+      q->pipeline = 1;
+      ok = PQsendQueryParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0) && PQpipelineSync(c->pg);
+    } else if (ok) {
+      ok = send_cached(c, q, sql, nparams, values, 1);
+    }
+  } else if (mode == RAGE_PG_SIMPLE && nparams == 0) {
+    ok = PQsendQuery(c->pg, sql);
+  } else if (c->max_stmts == 0 || PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
     ok = PQsendQueryParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0);
-  else ok = send_cached(c, sql, nparams, values);
-  if (!ok) {
-    check_socket(c);
-    c->broken = 1;
-    return -1;
+  } else {
+    ok = send_cached(c, q, sql, nparams, values, 0);
   }
-  int r = PQflush(c->pg);
-  if (r < 0 || watch(c, r == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE) != 0) {
-    check_socket(c);
-    watch_close(c);
-    c->broken = 1;
-    return -1;
-  }
+  /* Queued even when sending failed, so that its cache bookkeeping is undone in one place. */
+  q->cb = cb;
+  q->data = data;
+  if (c->tail) c->tail->next = q;
+  else c->head = q;
+  c->tail = q;
+  c->inflight++;
+  c->live++;
   c->busy = 1;
-  c->error[0] = '\0';
+  int r = ok ? PQflush(c->pg) : -1;
+  if (r >= 0 && watch(c, r == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE) != 0) r = -1;
+  if (r < 0) {
+    check_socket(c);
+    c->broken = 1;
+    c->shared = 0;
+    if (c->error[0] == '\0') snprintf(c->error, sizeof(c->error), "connection failed: %s", PQerrorMessage(c->pg));
+    /* Take this statement back; those in flight before it fail at the next poll event. */
+    req_t **pp = &c->head;
+    req_t *prev = NULL;
+    while (*pp != q) {
+      prev = *pp;
+      pp = &(*pp)->next;
+    }
+    *pp = NULL;
+    c->tail = prev;
+    c->inflight--;
+    c->live--;
+    c->busy = c->inflight > 0;
+    q->cb = NULL;
+    req_free(c, q);
+    if (!c->busy) watch_close(c);
+    return -1;
+  }
+  if (c->inflight == 1) c->error[0] = '\0';
   c->statements++;
-  c->on_result = cb;
-  c->data = data;
   return 0;
+}
+
+unsigned rage__pg_conn_forget(rage__pg_conn_t *c, void *data) {
+  for (req_t *q = c->head; q; q = q->next) {
+    if (q->cb && q->data == data) {
+      q->cb = NULL;
+      q->data = NULL;
+      c->live--;
+      break;
+    }
+  }
+  return c->live;
 }
 
 void rage__pg_conn_abandon(rage__pg_conn_t *c) {
   watch_close(c);
-  c->on_result = NULL;
+  if (c->resolve) {
+    /* The lookup's callback frees it; it may already run on the thread pool. */
+    c->resolve->conn = NULL;
+    uv_cancel((uv_req_t *)&c->resolve->req);
+    c->resolve = NULL;
+  }
   c->on_connect = NULL;
   c->on_notify = NULL;
   if (c->busy || c->connecting) c->broken = 1;
-  c->busy = c->connecting = c->waiting = 0;
+  while (c->head) {
+    req_t *q = req_pop(c);
+    q->cb = NULL;
+    req_free(c, q);
+  }
+  c->busy = c->connecting = c->waiting = c->shared = 0;
   c->error[0] = '\0';
-  c->exec_stmt = NULL;
-  if (c->first_error) PQclear(c->first_error);
-  if (c->last) PQclear(c->last);
-  c->first_error = c->last = NULL;
 }
 
 /* ---- cancelling a statement on the server ----------------------------------------------- */
@@ -609,13 +939,29 @@ int rage__pg_conn_alive(rage__pg_conn_t *c) {
   return 1;
 }
 
-void rage__pg_conn_close(rage__pg_conn_t *c) {
-  rage__pg_conn_abandon(c);
-  /* In non-blocking mode PQfinish only tries to send Terminate; it never waits. */
-  PQfinish(c->pg);
+const char *rage__pg_conn_message(rage__pg_conn_t *c) {
+  if (c->error[0] || c->pg == NULL) return c->error;
+  return PQerrorMessage(c->pg);
+}
+
+static void conn_free(rage__pg_conn_t *c) {
+  int n = count_keys(c->keys);
+  free_strings(c->keys, n);
+  free_strings(c->values, n);
+  free(c->host);
   stmts_clear(c);
   free(c->unprepare);
   free(c);
+}
+
+void rage__pg_conn_close(rage__pg_conn_t *c) {
+  if (c->close_pending) return;
+  rage__pg_conn_abandon(c);
+  /* In non-blocking mode PQfinish only tries to send Terminate; it never waits. */
+  PQfinish(c->pg);
+  c->pg = NULL;
+  if (c->dispatching) c->close_pending = 1;
+  else conn_free(c);
 }
 
 /* ---- errors ----------------------------------------------------------------------------- */

@@ -42,35 +42,53 @@ struct rage__pg_conn_s {
   struct rage__pg_watch_s *watch; /* the socket's poll handle while an operation runs */
   int fd;                         /* the socket `watch` polls */
   uint64_t ino;                   /* its inode: a new socket may reuse a closed one's number */
-  int connecting;                 /* PQconnectPoll drives the connection */
-  int busy;                       /* a statement runs */
+  int connecting;                 /* resolving the host name, or PQconnectPoll drives it */
+  struct rage__pg_resolve_s *resolve; /* the host name lookup in flight, if any */
+  char **keys, **values;          /* connection parameters, kept while connecting */
+  char *host;                     /* the host name looked up */
+  int resolved;                   /* the host name was looked up on the loop's thread pool */
+  int busy;                       /* statements are in flight (inflight > 0) */
   int waiting;                    /* waiting for a notification (LISTEN) */
   int broken;                     /* failed or abandoned: close it, never reuse it */
   int dirty;                      /* session state changed (SET, LISTEN...): reset before reuse */
+  int shared;                     /* in pipeline mode with only RAGE_PG_SHARED statements in
+                                   * flight: another such statement may join */
+  unsigned inflight;              /* statements sent whose results are not all in */
+  unsigned live;                  /* those whose caller still waits (not abandoned) */
+  struct rage__pg_req_s *head, *tail; /* the statements in flight, oldest first */
+  int dispatching;                /* inside a poll callback: closing only marks close_pending */
+  int close_pending;
   rage__pg_connect_cb on_connect;
-  rage__pg_result_cb on_result;
   rage__pg_notify_cb on_notify;
-  void *data;
-  PGresult *first_error; /* results gathered while a statement runs */
-  PGresult *last;
-  char error[160];       /* the failure of the last statement when it has no result */
+  void *data;            /* of on_connect / on_notify */
+  char error[160];       /* the failure of the connection when there is no result for it */
   /* Prepared statements, keyed by SQL text, most recently used first. */
   rage__pg_stmt_t *stmts, *stmts_tail;
   unsigned nstmts, max_stmts;  /* max_stmts 0: every statement goes unnamed */
   unsigned next_stmt;          /* names are "rage_<n>" */
   unsigned *unprepare;         /* statements to DEALLOCATE with the next prepare */
   unsigned nunprepare;
-  int pipeline;                /* the statement runs as a pipeline: DEALLOCATE... PREPARE, EXECUTE */
-  int pipe_at, pipe_prepare, pipe_exec; /* command being read, and the two that matter */
-  rage__pg_stmt_t *exec_stmt;  /* the cached statement being executed */
-  int prepared;                /* the last statement was prepared (not found in the cache) */
-  int plan_changed;            /* the last statement failed with "cached plan must not change
-                                * result type": its entry is gone, running it again may work */
+  /* Of the statement whose result callback is running: */
+  int prepared;                /* it was prepared (not found in the cache) */
+  int plan_changed;            /* it failed with "cached plan must not change result type": its
+                                * entry is gone, running it again may work */
   uint64_t created_ms;
   unsigned long statements;
   /* Owned by the pool. */
   rage__pg_conn_t *next;
+  rage__pg_conn_t *snext, *sprev; /* the pool's list of connections taking joiners */
+  int listed;
+  int resume_later; /* a fiber of a statement on it was resumed later: the next ones are too */
   void *pool;
+};
+
+/* How rage__pg_conn_send sends a statement. */
+enum {
+  RAGE_PG_EXTENDED = 0, /* one statement with parameters, through the prepared-statement cache */
+  RAGE_PG_SIMPLE = 1,   /* SQL text that may hold several statements, no parameters */
+  RAGE_PG_SHARED = 2    /* as EXTENDED, as one pipeline segment ending in its own Sync: other
+                         * RAGE_PG_SHARED statements may be sent behind it before its result is
+                         * in, and an error aborts only its own segment */
 };
 
 /*
@@ -78,34 +96,51 @@ struct rage__pg_conn_s {
  * PQconnectStartParams, expand_dbname on, so a "dbname" value may be a URL). Returns 0 and
  * calls `cb` later, or a negative error with a message in `err` (and never calls `cb`).
  * The connection is allocated here and freed by rage__pg_conn_close().
+ *
+ * libpq resolves host names with a blocking getaddrinfo() inside PQconnectStartParams. So a
+ * single host name (not an IP address, not a socket directory, no hostaddr given) is looked up
+ * first with uv_getaddrinfo, on libuv's thread pool, and libpq gets every address found as
+ * `hostaddr`, with the name repeated as `host` (kept for TLS server name checks and .pgpass):
+ * it tries them in order, as it would have. Lists of hosts are left to libpq.
  */
 int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
                           const char *const *values, rage__pg_connect_cb cb, void *data,
                           char *err, size_t errlen);
 
 /*
- * Sends one statement with text parameters (NULL values are SQL NULLs) through the extended
- * protocol, or, with `simple` set and no parameters, as a simple query that may hold several
- * statements. Returns 0 and calls `cb` later, or -1 when nothing could be sent (the connection
- * is then broken and `cb` is never called).
+ * Sends one statement (see the modes above; NULL values are SQL NULLs). Returns 0 and calls
+ * `cb` later with `data`, or -1 when nothing could be sent (the connection is then broken and
+ * `cb` is never called; statements already in flight on it fail with their own callbacks).
+ * The connection must be idle, or, for RAGE_PG_SHARED, have c->shared set.
+ *
+ * Callbacks run in the order the statements were sent. A callback may close the connection;
+ * when other statements are still in flight (c->inflight > 0 as it runs) it must not, unless
+ * none of them has a caller left (c->live == 0).
  *
  * Extended-protocol statements are prepared once per connection and kept in an LRU cache of
  * max_stmts entries keyed by SQL text. A statement not in the cache goes out as a pipeline in
  * one round trip: DEALLOCATE of the entries evicted since the last one, PREPARE, EXECUTE. A
- * cached statement whose plan changed result type (ALTER TABLE) fails once with SQLSTATE 0A000;
- * its entry is dropped and c->plan_changed tells the caller that running it again will
- * prepare it anew. DISCARD ALL and DEALLOCATE ALL empty the cache.
+ * statement whose PREPARE is still in flight for an earlier statement goes unnamed. A cached
+ * statement whose plan changed result type (ALTER TABLE) fails once with SQLSTATE 0A000; its
+ * entry is dropped and c->plan_changed tells the callback that running it again will prepare
+ * it anew. DISCARD ALL and DEALLOCATE ALL empty the cache.
  */
 int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
-                       int simple, rage__pg_result_cb cb, void *data);
+                       int mode, rage__pg_result_cb cb, void *data);
+
+/* Forgets the caller of the statement sent with `data`: its callback will not run and its
+ * result is dropped when it arrives. Returns the number of statements in flight whose caller
+ * still waits (c->live); at 0 the connection is only useful once drained, or closed. */
+unsigned rage__pg_conn_forget(rage__pg_conn_t *c, void *data);
 
 /* Waits on an idle connection for a notification (after LISTEN). Returns 0 and calls `cb`
  * later, or -1 when the connection cannot be watched. rage__pg_conn_abandon() stops the wait
  * and leaves the connection usable. Notifications that already arrived are in PQnotifies(). */
 int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data);
 
-/* Abandons the running operation without calling its callback. A statement's or a connection
- * attempt's protocol state is then unknown, so the connection is marked broken: close it. */
+/* Abandons the running operations without calling their callbacks. A statement's or a
+ * connection attempt's protocol state is then unknown, so the connection is marked broken:
+ * close it. */
 void rage__pg_conn_abandon(rage__pg_conn_t *c);
 
 /* Asks the server to cancel the statement running on `c`. libpq's PQcancel() blocks while it
@@ -116,7 +151,12 @@ void rage__pg_conn_cancel_remote(rage__pg_conn_t *c);
 /* For an idle connection: 0 when the server closed it or sent an error while it was idle. */
 int rage__pg_conn_alive(rage__pg_conn_t *c);
 
-/* Closes the connection (libpq's Terminate message is sent without blocking) and frees it. */
+/* What went wrong with the connection: libpq's message, or this driver's when libpq has none
+ * (a host name that could not be resolved). */
+const char *rage__pg_conn_message(rage__pg_conn_t *c);
+
+/* Closes the connection (libpq's Terminate message is sent without blocking) and frees it;
+ * from inside one of its callbacks, frees it when the callback returns. */
 void rage__pg_conn_close(rage__pg_conn_t *c);
 
 /* The stable error kind for a SQLSTATE ("db.unique_violation"...); `lost` when the connection

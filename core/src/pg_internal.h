@@ -30,6 +30,8 @@ struct rage__pg_pool_s {
   unsigned max, max_waiters;
   uint64_t checkout_ms, connect_ms, statement_ms;
   unsigned stmt_cache;   /* prepared statements kept per connection */
+  unsigned pipeline;     /* statements in flight per connection (1: no pipelining) */
+  rage__pg_conn_t *sharing; /* busy connections that other standalone statements may join */
   rage__pg_conn_t *idle; /* most recently returned first */
   unsigned nidle;
   unsigned size;         /* connections open or being opened */
@@ -40,6 +42,8 @@ struct rage__pg_pool_s {
   uint64_t retry_at;     /* no new attempt before this loop time */
   char last_error[200];
   uint64_t opened, closed_conns, statements, prepared, timeouts, pool_timeouts, resets, connect_failures;
+  uint64_t pipelined; /* statements sent behind others in flight on their connection */
+  uint64_t resolved;  /* host names looked up on the thread pool before connecting */
 };
 
 /* A lease: the memory of a Lua userdata; the pool never frees it. */

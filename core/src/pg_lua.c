@@ -131,6 +131,7 @@ int rage__pg_lua_pool(lua_State *L) {
   uint64_t checkout = opt_ms(L, 3, "checkout_timeout", RAGE_PG_CHECKOUT_TIMEOUT);
   uint64_t connect = opt_ms(L, 3, "connect_timeout", RAGE_PG_CONNECT_TIMEOUT);
   uint64_t statement = opt_ms(L, 3, "statement_timeout", RAGE_PG_STATEMENT_TIMEOUT);
+  unsigned pipeline = opt_count(L, 3, "pipeline", RAGE_PG_PIPELINE);
   lua_getfield(L, 3, "statement_cache");
   unsigned stmt_cache = RAGE_PG_STATEMENT_CACHE;
   if (!lua_isnil(L, -1)) {
@@ -156,6 +157,7 @@ int rage__pg_lua_pool(lua_State *L) {
   p->connect_ms = connect ? connect : 1;
   p->statement_ms = statement;
   p->stmt_cache = stmt_cache;
+  p->pipeline = pipeline;
   *box = p;
   return 1;
 }
@@ -223,6 +225,9 @@ static int pool_stats(lua_State *L) {
   set_num(L, "closed", (double)p->closed_conns);
   set_num(L, "statements", (double)p->statements);
   set_num(L, "prepared", (double)p->prepared);
+  set_num(L, "pipeline", p->pipeline);
+  set_num(L, "pipelined", (double)p->pipelined);
+  set_num(L, "resolved", (double)p->resolved);
   set_num(L, "timeouts", (double)p->timeouts);
   set_num(L, "pool_timeouts", (double)p->pool_timeouts);
   set_num(L, "resets", (double)p->resets);

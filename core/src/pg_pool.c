@@ -16,6 +16,13 @@
  * rage__sched_defer, so no fiber ever runs inside another's call. rage__pg_pool_grant() is the one place
  * that serves waiters; it never runs Lua code.
  *
+ * Pipelining: an op whose statement may share a connection (op->share) joins a busy one from
+ * the pool's `sharing` list when no connection is idle and none may be opened, and only when no
+ * one waits in the queue, so that nothing overtakes a waiting transaction. Results of one
+ * connection come in statement order; when others are still in flight on it, the fiber resumes
+ * through rage__sched_defer (pg.c is still reading that connection), and so do the ones after
+ * it in the same burst, so that fibers resume in statement order too.
+ *
  * Garbage collection may run a lease's finalizer in the middle of any of this, so finalizers
  * only close connections and adjust counters; they never serve waiters or resume fibers.
  */
@@ -25,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util.h"
 
@@ -52,6 +60,7 @@ struct rage__pg_op_s {
   const char **values;
   int nparams;
   int simple;
+  int share;   /* a standalone statement that may ride a pipeline with other fibers' */
   char *stmt;
   /* The outcome. */
   PGresult *res;
@@ -157,7 +166,39 @@ static void timer_close(op_t *op) {
 
 /* ---- connections ------------------------------------------------------------------------ */
 
+/* The list of connections with shared statements in flight, which others may join. */
+static void unlist(pool_t *p, rage__pg_conn_t *c) {
+  if (!c->listed) return;
+  if (c->sprev) c->sprev->snext = c->snext;
+  else p->sharing = c->snext;
+  if (c->snext) c->snext->sprev = c->sprev;
+  c->snext = c->sprev = NULL;
+  c->listed = 0;
+}
+
+static void list(pool_t *p, rage__pg_conn_t *c) {
+  if (c->listed) return;
+  c->sprev = NULL;
+  c->snext = p->sharing;
+  if (p->sharing) p->sharing->sprev = c;
+  p->sharing = c;
+  c->listed = 1;
+}
+
+/* The least loaded connection a shared statement may join: in pipeline mode with only shared
+ * statements in flight, none of them abandoned (a statement that timed out may still be running,
+ * and anything sent behind it would wait for it), and room below the pipeline depth. */
+static rage__pg_conn_t *pick_shared(pool_t *p) {
+  rage__pg_conn_t *best = NULL;
+  for (rage__pg_conn_t *c = p->sharing; c; c = c->snext) {
+    if (!c->shared || c->broken || c->live != c->inflight || c->inflight >= p->pipeline) continue;
+    if (best == NULL || c->inflight < best->inflight) best = c;
+  }
+  return best;
+}
+
 static void discard(pool_t *p, rage__pg_conn_t *c) {
+  unlist(p, c);
   p->size--;
   p->closed_conns++;
   rage__pg_conn_close(c);
@@ -348,15 +389,48 @@ static void on_connected(rage__pg_conn_t *c, int ok, void *data);
  * could not take it (the op's outcome is then set). */
 static int start_run(op_t *op) {
   pool_t *p = op->pool;
-  if (rage__pg_conn_send(op->conn, op->sql, op->nparams, op->values, op->simple, on_result, op) != 0) {
-    op_fail(op, "db.connection", "the database connection failed: %s", PQerrorMessage(op->conn->pg));
-    drop_conn(op);
+  rage__pg_conn_t *c = op->conn;
+  int joining = c->busy;
+  /* A shareable statement opens a pipeline others may join only when the pool has no idle
+   * connection left for them; otherwise it goes out as it would without pipelining. */
+  int share = op->share && (joining || p->nidle == 0);
+  int mode = share ? RAGE_PG_SHARED : op->simple ? RAGE_PG_SIMPLE : RAGE_PG_EXTENDED;
+  if (rage__pg_conn_send(c, op->sql, op->nparams, op->values, mode, on_result, op) != 0) {
+    op_fail(op, "db.connection", "the database connection failed: %s", PQerrorMessage(c->pg));
+    if (c->busy) {
+      /* Statements of other fibers are in flight: they fail on their own, and the last one
+       * closes the connection. */
+      unlist(p, c);
+      op->conn = NULL;
+    } else {
+      drop_conn(op);
+    }
     return -1;
   }
   op->phase = PH_RUN;
   p->statements++;
+  if (joining) p->pipelined++;
+  if (share) list(p, c);
   timer_arm(op, p->statement_ms);
   return 0;
+}
+
+/* Gives up on the statement of `op` (its fiber was cancelled, or it timed out). Alone on its
+ * connection, the statement is cancelled on the server and the connection closed, as its
+ * protocol state is unknown. Sharing it with statements of other fibers, it cannot be cancelled
+ * (the cancel request would stop whatever runs at that moment, maybe another fiber's
+ * statement): its result is dropped when it arrives, and no statement joins the connection
+ * until then. Once no statement on the connection has a caller left, it is cancelled and
+ * closed. */
+static void abandon_run(op_t *op) {
+  rage__pg_conn_t *c = op->conn;
+  if (c == NULL) return;
+  if (rage__pg_conn_forget(c, op) == 0) {
+    rage__pg_conn_cancel_remote(c);
+    drop_conn(op);
+  } else {
+    op->conn = NULL;
+  }
 }
 
 /* Starts the next reset step on op->conn (ROLLBACK, then DISCARD ALL). Returns 0 when a step
@@ -451,7 +525,13 @@ void rage__pg_pool_grant(pool_t *p) {
       have_conn(op, 0);
       continue;
     }
-    if (p->size >= p->max) break;
+    if (p->size >= p->max) {
+      if (op->what != OP_QUERY || !op->share || (c = pick_shared(p)) == NULL) break;
+      dequeue(p, op);
+      op->conn = c;
+      if (start_run(op) != 0) complete(op, 0);
+      continue;
+    }
     dequeue(p, op);
     if (open_conn(p, op) != 0) complete(op, 0);
   }
@@ -462,9 +542,10 @@ static void on_connected(rage__pg_conn_t *c, int ok, void *data) {
   pool_t *p = op->pool;
   p->refs++;
   p->connecting--;
+  if (c->resolved) p->resolved++;
   if (!ok) {
     char msg[200];
-    snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+    snprintf(msg, sizeof(msg), "%s", rage__pg_conn_message(c));
     note_failure(p, msg);
     op->conn = NULL;
     discard(p, c);
@@ -488,9 +569,31 @@ static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
   if (op->timer_open) uv_timer_stop(&op->timer);
   op->res = res;
   op->lost = c->broken;
-  op->retry = c->plan_changed && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+  /* A shared statement runs outside any transaction, whatever else is in flight. */
+  op->retry = c->plan_changed && !c->broken &&
+              (op->share || PQtransactionStatus(c->pg) == PQTRANS_IDLE);
   if (c->prepared) p->prepared++;
   if (res == NULL) op_fail(op, "db.connection", "%s", c->error);
+  if (c->busy) {
+    /* Other fibers' statements are still in flight on this connection: it stays with them,
+     * and the fiber resumes after the connection's callback is over. */
+    op->conn = NULL;
+    if (c->live == 0) {
+      /* Only abandoned statements are left. */
+      rage__pg_conn_cancel_remote(c);
+      discard(p, c);
+    } else {
+      c->resume_later = 1;
+    }
+    rage__pg_pool_grant(p);
+    complete(op, 0);
+    rage__pg_pool_unref(p);
+    return;
+  }
+  /* Fibers resume in the order of their statements: after one was deferred, so are the rest. */
+  int direct = !c->resume_later;
+  c->resume_later = 0;
+  unlist(p, c);
   if (op->lease) {
     /* The lease keeps its connection, whatever state the statement left it in. */
     op->conn = NULL;
@@ -500,12 +603,12 @@ static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
       discard(p, c);
       rage__pg_pool_grant(p);
     }
-    complete(op, 1);
+    complete(op, direct);
   } else if (c->broken) {
     op->conn = NULL;
     discard(p, c);
     rage__pg_pool_grant(p);
-    complete(op, 1);
+    complete(op, direct);
   } else if (needs_reset(c) && start_reset(op) == 0) {
     /* Completes in on_reset. */
   } else {
@@ -514,7 +617,7 @@ static void on_result(rage__pg_conn_t *c, PGresult *res, void *data) {
       release_conn(p, c);
     }
     rage__pg_pool_grant(p);
-    complete(op, 1);
+    complete(op, direct);
   }
   rage__pg_pool_unref(p);
 }
@@ -564,8 +667,7 @@ static void on_op_timer(uv_timer_t *t) {
     op_fail(op, "db.connection", "connecting to the database timed out after %g s", secs);
     break;
   case PH_RUN:
-    rage__pg_conn_cancel_remote(op->conn);
-    drop_conn(op);
+    abandon_run(op);
     p->timeouts++;
     if (op->res) {
       PQclear(op->res);
@@ -601,8 +703,7 @@ static void op_cancel(rage__fiber_t *f, void *data) {
     drop_conn(op);
     break;
   case PH_RUN:
-    rage__pg_conn_cancel_remote(op->conn);
-    drop_conn(op);
+    abandon_run(op);
     break;
   case PH_RESET:
     drop_conn(op);
@@ -672,6 +773,14 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
       op->err_kind = NULL;
     }
   }
+  if (p->whead == NULL && p->size >= p->max && op->share) {
+    rage__pg_conn_t *c = pick_shared(p);
+    if (c) {
+      op->conn = c;
+      if (start_run(op) == 0) return suspend(L, f, op);
+      return finish_now(L, op);
+    }
+  }
   op_keep_statement(op);
   if (p->whead == NULL && p->size < p->max) {
     if (open_conn(p, op) != 0) return finish_now(L, op);
@@ -687,6 +796,40 @@ static int run_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
   return suspend(L, f, op);
 }
 
+/* Whether a statement may share a connection with other fibers' statements: one whose first
+ * keyword is that of a query or of plain DML. Such a statement, outside a transaction, runs
+ * and commits alone (autocommit) and changes no session state that a command tag would show;
+ * BEGIN, SET, LISTEN, PREPARE, DECLARE and the rest never share. Session state changed by a
+ * function (set_config(..., false), advisory locks) is not detected, as on a connection lent
+ * to one statement at a time. */
+static int word_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+}
+
+/* Whether `sql` holds the keyword `word` (a whole word, in any case), quoted text included. */
+static int has_word(const char *sql, const char *word) {
+  size_t n = strlen(word);
+  for (const char *p = sql; *p; p++) {
+    if (strncasecmp(p, word, n) == 0 && (p == sql || !word_char(p[-1])) && !word_char(p[n])) return 1;
+  }
+  return 0;
+}
+
+static int shareable(const char *sql) {
+  static const char *const words[] = {"select", "insert", "update", "delete", "with", "values", "table"};
+  while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(') sql++;
+  for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+    size_t n = strlen(words[i]);
+    if (strncasecmp(sql, words[i], n) != 0 || word_char(sql[n])) continue;
+    /* SELECT ... INTO creates a table, maybe a temporary one that later statements of the
+     * session would see: such a query runs alone. */
+    if (i == 0) return !has_word(sql, "into");
+    if (i == 4) return !has_word(sql, "into") || has_word(sql, "insert");
+    return 1;
+  }
+  return 0;
+}
+
 int rage__pg_pool_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t *f,
                             const rage__pg_args_t *a, int simple) {
   op_t *op = op_new(p, f, OP_QUERY);
@@ -694,6 +837,7 @@ int rage__pg_pool_statement(lua_State *L, pool_t *p, lease_t *ls, rage__fiber_t 
   op->nparams = a->nparams;
   op->values = a->values;
   op->simple = simple;
+  op->share = ls == NULL && !simple && p->pipeline > 1 && shareable(a->sql);
   return run_statement(L, p, ls, f, op);
 }
 

@@ -3,7 +3,10 @@
  *
  * A pool belongs to one runtime (one worker) and one database. It opens connections lazily, up
  * to its size, and lends one per statement: the connection returns to the pool as soon as the
- * statement's result is in. A lease pins one connection to one fiber for a transaction.
+ * statement's result is in. Once every connection is busy, standalone statements (queries and
+ * plain DML outside transactions) of other fibers are pipelined onto connections that already
+ * run such statements, up to the pipeline depth, each with its own Sync so that an error stays
+ * its own. A lease pins one connection to one fiber for a transaction; it is never shared.
  *
  * Fibers that find every connection busy wait in FIFO order, each for at most the checkout
  * timeout; the queue of waiters is bounded. Both limits fail with db.pool_timeout. Connections
@@ -15,13 +18,18 @@
  *
  * Every wait follows the suspend protocol of sched.h. A statement whose fiber is cancelled, or
  * that outlives the statement timeout, is cancelled on the server (rage__pg_conn_cancel_remote)
- * and its connection closed: a connection is never reused with a statement in flight.
+ * and its connection closed when it is alone on it. Sharing a pipeline, it is only forgotten
+ * (a cancel request could stop another fiber's statement): its result is dropped when it
+ * arrives, nothing joins the connection meanwhile, and once no statement in flight on the
+ * connection has a fiber waiting, the connection is cancelled and closed.
  *
  * Lua objects (upvalue 1 of every method is the runtime):
  *   core.pg_pool(keys, values, opts) -> pool      keys/values: libpq connection parameters
  *     opts: size (5), max_waiters (1000), checkout_timeout (5), connect_timeout (5),
  *           statement_timeout (30; 0 for none), all times in seconds; statement_cache (100
- *           prepared statements per connection; 0 sends every statement unnamed)
+ *           prepared statements per connection; 0 sends every statement unnamed); pipeline
+ *           (8: standalone statements in flight per connection, from different fibers,
+ *           once every connection is busy; 1 lends a connection to one statement at a time)
  *   pool:query(sql, n, p1..pn)   -> result | nil, kind, message, fields          (suspends)
  *                                   fields.retry: the cached plan changed; running the
  *                                   statement again will prepare it anew
@@ -48,6 +56,7 @@
 #define RAGE_PG_CHECKOUT_TIMEOUT 5000  /* ms */
 #define RAGE_PG_CONNECT_TIMEOUT 5000   /* ms */
 #define RAGE_PG_STATEMENT_TIMEOUT 30000 /* ms */
+#define RAGE_PG_PIPELINE 8             /* statements in flight per connection */
 #define RAGE_PG_RESET_TIMEOUT 5000     /* ms, for ROLLBACK / DISCARD ALL on a returned connection */
 #define RAGE_PG_BACKOFF_MIN 100        /* ms */
 #define RAGE_PG_BACKOFF_MAX 2000       /* ms */

@@ -139,9 +139,9 @@ local Database = {}
 Database.__index = Database
 
 local DEFAULTS = {pool = 5, checkout_timeout = 5, statement_timeout = 30, connect_timeout = 5, max_waiters = 1000,
-  timezone = "UTC", statement_cache = 100}
+  timezone = "UTC", statement_cache = 100, pipeline = 8}
 local KNOWN = {url = true, pool = true, checkout_timeout = true, statement_timeout = true, connect_timeout = true,
-  max_waiters = true, timezone = true, statement_cache = true}
+  max_waiters = true, timezone = true, statement_cache = true, pipeline = true}
 
 local function check_settings(s, level)
   for k in pairs(s) do
@@ -149,13 +149,16 @@ local function check_settings(s, level)
   end
   if s.url ~= nil and type(s.url) ~= "string" then error("rage.db: url must be a string", level + 1) end
   for _, k in ipairs({"pool", "checkout_timeout", "statement_timeout", "connect_timeout", "max_waiters",
-    "statement_cache"}) do
+    "statement_cache", "pipeline"}) do
     local v = s[k]
     if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
       error("rage.db: " .. k .. " must be a non-negative number", level + 1)
     end
   end
   if s.pool ~= nil and (s.pool < 1 or s.pool % 1 ~= 0) then error("rage.db: pool must be a whole number >= 1", level + 1) end
+  if s.pipeline ~= nil and (s.pipeline < 1 or s.pipeline % 1 ~= 0 or s.pipeline > 1000) then
+    error("rage.db: pipeline must be a whole number from 1 to 1000", level + 1)
+  end
   if s.timezone ~= nil and s.timezone ~= false and (type(s.timezone) ~= "string" or s.timezone:find("[%s\\]")) then
     error("rage.db: timezone must be a time zone name such as \"UTC\", or false", level + 1)
   end
@@ -187,7 +190,7 @@ function Database:pool()
     {"UTF8", options, "rage-lua", s.url},
     {size = s.pool, max_waiters = s.max_waiters, checkout_timeout = s.checkout_timeout,
       statement_timeout = s.statement_timeout, connect_timeout = s.connect_timeout,
-      statement_cache = s.statement_cache})
+      statement_cache = s.statement_cache, pipeline = s.pipeline})
   self._pool = p
   return p
 end
@@ -312,30 +315,14 @@ local function savepoint(db, tx, fn)
   error(res[2], 0)
 end
 
--- Runs fn(db) inside a transaction on one connection pinned to this fiber: every rage.db call
--- the fiber makes meanwhile goes through it. COMMIT when fn returns (its results are
--- returned); ROLLBACK when it raises, and the error is raised again. A nested call makes a
--- SAVEPOINT, rolled back alone when the inner function raises. Fibers spawned inside fn are
--- not part of the transaction. opts: {isolation = "serializable", read_only = true}.
-function Database:transaction(fn, opts)
-  if type(fn) ~= "function" then error("rage.db.transaction expects a function", 2) end
-  local fid = core_fiber()
-  if not fid then error("rage.db.transaction can only be used inside a fiber", 2) end
-  local txs = self.txs
-  local tx = txs[fid]
-  if tx then return savepoint(self, tx, fn) end
-  local begin = begin_sql(opts, 2)
-  local lease = self:pool():lease()
-  local ok, kind, msg, fields = lease:acquire()
-  if not ok then raise(kind, msg, fields) end
-  ok, kind, msg, fields = lease:query(begin, 0)
-  if not ok then
-    lease:release()
-    raise(kind, msg, fields)
-  end
-  tx = {lease = lease, depth = 0}
-  txs[fid] = tx
-  local res = pack(pcall(fn, self))
+-- Runs fn(db) as a transaction on `lease`, which holds a connection; registered for this fiber
+-- while fn runs (replacing `outer`, the with_connection it runs in, if any).
+local function run_transaction(db, fid, lease, begin, fn, outer)
+  local txs = db.txs
+  local ok, kind, msg, fields = lease:query(begin, 0)
+  if not ok then return false, errors.new(kind, msg, fields) end
+  txs[fid] = {lease = lease, depth = 0}
+  local res = pack(pcall(fn, db))
   local err
   if res[1] then
     local c
@@ -353,9 +340,54 @@ function Database:transaction(fn, opts)
     err = res[2]
     lease:query("ROLLBACK", 0)
   end
+  txs[fid] = outer
+  if err then return false, err end
+  return true, res
+end
+
+-- Runs fn(db) inside a transaction on one connection pinned to this fiber: every rage.db call
+-- the fiber makes meanwhile goes through it. COMMIT when fn returns (its results are
+-- returned); ROLLBACK when it raises, and the error is raised again. A nested call makes a
+-- SAVEPOINT, rolled back alone when the inner function raises. Fibers spawned inside fn are
+-- not part of the transaction. opts: {isolation = "serializable", read_only = true}.
+function Database:transaction(fn, opts)
+  if type(fn) ~= "function" then error("rage.db.transaction expects a function", 2) end
+  local fid = core_fiber()
+  if not fid then error("rage.db.transaction can only be used inside a fiber", 2) end
+  local tx = self.txs[fid]
+  if tx and not tx.held then return savepoint(self, tx, fn) end
+  local begin = begin_sql(opts, 2)
+  local lease = tx and tx.lease
+  if not lease then
+    lease = self:pool():lease()
+    local ok, kind, msg, fields = lease:acquire()
+    if not ok then raise(kind, msg, fields) end
+  end
+  local ok, res = run_transaction(self, fid, lease, begin, fn, tx)
+  if not tx then lease:release() end
+  if not ok then error(res, 0) end
+  return unpack(res, 2, res.n)
+end
+
+-- Runs fn(db) with one connection of the pool held by this fiber for the whole call, without a
+-- transaction: every rage.db call the fiber makes meanwhile goes through it, one after another
+-- (a per-request lease, where the pool otherwise lends a connection per statement). A
+-- transaction inside uses the same connection. Returns fn's results; an error is raised again
+-- after the connection is back in the pool.
+function Database:with_connection(fn)
+  if type(fn) ~= "function" then error("rage.db.with_connection expects a function", 2) end
+  local fid = core_fiber()
+  if not fid then error("rage.db.with_connection can only be used inside a fiber", 2) end
+  local txs = self.txs
+  if txs[fid] then return fn(self) end -- already holding one (a transaction or with_connection)
+  local lease = self:pool():lease()
+  local ok, kind, msg, fields = lease:acquire()
+  if not ok then raise(kind, msg, fields) end
+  txs[fid] = {lease = lease, held = true}
+  local res = pack(pcall(fn, self))
   txs[fid] = nil
   lease:release()
-  if err then error(err, 0) end
+  if not res[1] then error(res[2], 0) end
   return unpack(res, 2, res.n)
 end
 
@@ -406,7 +438,9 @@ end
 
 -- True when this fiber is inside a transaction of this database.
 function Database:in_transaction()
-  return current_lease(self) ~= nil
+  local fid = core_fiber()
+  local tx = fid and self.txs[fid]
+  return tx ~= nil and not tx.held
 end
 
 -- The pool's counters: size, busy, idle, waiting, connecting, max and totals.
@@ -578,7 +612,7 @@ end
 
 -- Sets the default database (replacing the one in use, whose idle connections are closed):
 -- {url =, pool = 5, checkout_timeout = 5, statement_timeout = 30, connect_timeout = 5,
---  max_waiters = 1000, timezone = "UTC"}, or a URL. Seconds; 0 disables statement_timeout.
+--  max_waiters = 1000, timezone = "UTC", statement_cache = 100, pipeline = 8}, or a URL. Seconds; 0 disables statement_timeout.
 function _M.configure(settings)
   if type(settings) == "string" then settings = {url = settings} end
   if type(settings) ~= "table" then error("rage.db.configure expects a URL or a settings table", 2) end
@@ -594,7 +628,8 @@ function _M.default()
   return get_default()
 end
 
-for _, name in ipairs({"query", "query_one", "exec", "script", "transaction", "in_transaction", "stats", "listen",
+for _, name in ipairs({"query", "query_one", "exec", "script", "transaction", "with_connection", "in_transaction",
+  "stats", "listen",
   "notify", "migrate", "rollback", "migration_status"}) do
   local method = Database[name]
   _M[name] = function(...)
