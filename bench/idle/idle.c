@@ -151,6 +151,8 @@ int main(int argc, char **argv) {
     }
     fds[opened] = fd;
   }
+  if (failure == NULL && opened < count)
+    failure = "interrupted";
   if (failure != NULL) {
     fprintf(stderr, "rage-bench-idle: connection %ld: %s%s%s\n", opened + 1, failure,
             saved_errno ? ": " : "", saved_errno ? strerror(saved_errno) : "");

@@ -6,4 +6,6 @@ return {
   request_id = false,
   static = false,
   database = {pool = 10},
+  -- W6: room for 10,000 idle keep-alive connections beside wrk's, kept open (as in bench/apps/full).
+  server = {max_connections = 16000, keepalive_timeout = 300},
 }

@@ -7,3 +7,5 @@ environment "production"
 persistent_timeout 300
 quiet
 preload_app!
+# SIGTERM stops gracefully and exits 0, as the other servers do.
+raise_exception_on_sigterm false
