@@ -21,6 +21,13 @@
  * Routes live in one table. A handler either responds at once and returns HANDLER_DONE, or
  * starts some work and returns HANDLER_ASYNC; the work then calls respond() and
  * conn_finish_async() exactly once. New workloads add a row and a handler.
+ *
+ * PostgreSQL (W2 /db, W3 /queries?queries=N), when DATABASE_URL (or --db) names a database:
+ * a pool of DB_POOL_SIZE libpq connections in non-blocking mode, opened with PQconnectStart and
+ * PQconnectPoll and watched with uv_poll. Each connection prepares one named statement once;
+ * every query is a PQsendQueryPrepared of it with a random id. A connection runs one query at a
+ * time (no pipelining) and goes back to the pool as soon as its result is read: a request of W3
+ * leases a connection per query. Requests that find no free connection wait in a FIFO queue.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, gmtime_r, and what uv.h needs under -std=c11. */
 
@@ -33,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <libpq-fe.h>
 #include <llhttp.h>
 #include <uv.h>
 
@@ -55,7 +63,16 @@
 
 #define HELLO_JSON "{\"message\":\"Hello, World!\"}"
 
+/* W2/W3: connections in the pool, rows in the table, the largest ?queries= served. */
+#define DB_POOL_SIZE 10
+#define WORLD_ROWS 10000
+#define QUERIES_MAX 500
+#define DB_RECONNECT_MS 1000
+#define WORLD_STATEMENT "world"
+#define WORLD_SQL "SELECT id, randomnumber FROM worlds WHERE id = $1"
+
 typedef struct conn_s conn_t;
+typedef struct db_job_s db_job_t;
 
 typedef struct {
   char *base;
@@ -107,6 +124,7 @@ struct conn_s {
   bool keep_alive; /* Of the request being answered. */
   bool http10;
   bool url_too_long;
+  db_job_t *job; /* The database work of the request being answered, if any. */
   /* Left uninitialised at accept so idle connections do not touch these pages. */
   char url[URL_MAX];
   char rbuf[READ_BUFFER_SIZE];
@@ -125,6 +143,8 @@ static uint64_t date_stale_at;
 
 static void conn_flush(conn_t *c);
 static void conn_close(conn_t *c);
+static void db_job_detach(conn_t *c);
+static void db_close_all(void);
 
 static void *xrealloc(void *p, size_t n) {
   void *q = realloc(p, n);
@@ -232,9 +252,369 @@ static int handle_wait(conn_t *c, const request_t *req) {
   return HANDLER_ASYNC;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * PostgreSQL: W2 and W3. */
+
+typedef enum { DB_DOWN, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY } db_state_t;
+
+typedef struct {
+  uv_poll_t poll;   /* Watches PQsocket(pg) while poll_open. */
+  uv_timer_t retry; /* Reconnects a while after a failure. */
+  PGconn *pg;
+  db_state_t state;
+  db_job_t *job; /* The job whose query is in flight (DB_BUSY). */
+  bool poll_open;
+} db_conn_t;
+
+/* The database work of one request: `left` more queries, their JSON collected in `body`. */
+struct db_job_s {
+  conn_t *c;      /* NULL once the client has gone away: the job then ends silently. */
+  db_job_t *next; /* In the waiters queue. */
+  bool queued;
+  bool array; /* /queries answers an array, /db one object. */
+  bool failed;
+  int left;
+  buffer_t body;
+};
+
+static const char *db_conninfo; /* NULL: /db and /queries answer 503. */
+static db_conn_t db_pool[DB_POOL_SIZE];
+static db_job_t *db_waiters_head, *db_waiters_tail; /* FIFO of jobs waiting for a connection. */
+static bool db_shutting_down;
+static uint32_t rng_state = 2463534242u;
+
+static void db_connect(db_conn_t *dc);
+static void db_job_step(db_job_t *job);
+
+/* xorshift32: an id in 1..WORLD_ROWS. */
+static int random_world_id(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return (int)(rng_state % WORLD_ROWS) + 1;
+}
+
+static void buffer_append(buffer_t *b, const char *s, size_t n) {
+  buffer_reserve(b, n);
+  memcpy(b->base + b->len, s, n);
+  b->len += n;
+}
+
+#define APPEND_LITERAL(b, s) buffer_append((b), (s), sizeof(s) - 1)
+
+static void db_job_free(db_job_t *job) {
+  free(job->body.base);
+  free(job);
+}
+
+static void on_db_retry(uv_timer_t *timer) {
+  db_connect(timer->data);
+}
+
+static void db_schedule_retry(db_conn_t *dc) {
+  if (!db_shutting_down)
+    uv_timer_start(&dc->retry, on_db_retry, DB_RECONNECT_MS, 0);
+}
+
+/* libpq closes the socket in PQfinish, so the poll handle on it is closed first. */
+static void on_db_poll_closed(uv_handle_t *handle) {
+  db_conn_t *dc = handle->data;
+  PQfinish(dc->pg);
+  dc->pg = NULL;
+  db_schedule_retry(dc);
+}
+
+/* A connection that failed: its query's request gets 503, and it reconnects later. */
+static void db_conn_fail(db_conn_t *dc) {
+  if (dc->pg != NULL && !db_shutting_down)
+    fprintf(stderr, "rage-baseline: database: %s", PQerrorMessage(dc->pg));
+  db_job_t *job = dc->job;
+  dc->job = NULL;
+  dc->state = DB_DOWN;
+  if (dc->poll_open) {
+    dc->poll_open = false;
+    uv_close((uv_handle_t *)&dc->poll, on_db_poll_closed);
+  } else {
+    PQfinish(dc->pg);
+    dc->pg = NULL;
+    db_schedule_retry(dc);
+  }
+  if (job != NULL) {
+    job->failed = true;
+    db_job_step(job);
+  }
+}
+
+/* Flushes what libpq has queued and watches the socket for the answer (and for room to write
+ * while output remains). */
+static void on_db_poll(uv_poll_t *handle, int status, int events);
+static bool db_watch(db_conn_t *dc) {
+  int flushed = PQflush(dc->pg);
+  if (flushed < 0) {
+    db_conn_fail(dc);
+    return false;
+  }
+  uv_poll_start(&dc->poll, UV_READABLE | (flushed == 1 ? UV_WRITABLE : 0), on_db_poll);
+  return true;
+}
+
+static void db_send(db_conn_t *dc, db_job_t *job) {
+  char id[16];
+  snprintf(id, sizeof id, "%d", random_world_id());
+  const char *params[1] = {id};
+  job->left--;
+  dc->job = job;
+  dc->state = DB_BUSY;
+  if (!PQsendQueryPrepared(dc->pg, WORLD_STATEMENT, 1, params, NULL, NULL, 0)) {
+    db_conn_fail(dc);
+    return;
+  }
+  db_watch(dc);
+}
+
+/* The job's next query: on a free connection, else at the back of the queue. */
+static void db_submit(db_job_t *job) {
+  for (int i = 0; i < DB_POOL_SIZE; i++) {
+    if (db_pool[i].state == DB_IDLE) {
+      db_send(&db_pool[i], job);
+      return;
+    }
+  }
+  job->next = NULL;
+  job->queued = true;
+  if (db_waiters_tail != NULL)
+    db_waiters_tail->next = job;
+  else
+    db_waiters_head = job;
+  db_waiters_tail = job;
+}
+
+/* A connection that became free serves the first waiter. */
+static void db_conn_release(db_conn_t *dc) {
+  db_job_t *job = db_waiters_head;
+  if (job == NULL)
+    return;
+  db_waiters_head = job->next;
+  if (db_waiters_head == NULL)
+    db_waiters_tail = NULL;
+  job->queued = false;
+  db_send(dc, job);
+}
+
+/* One row of worlds as JSON. */
+static void db_append_world(db_job_t *job, const PGresult *res) {
+  if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 2) {
+    job->failed = true;
+    return;
+  }
+  if (job->array && job->body.len > 1)
+    APPEND_LITERAL(&job->body, ",");
+  APPEND_LITERAL(&job->body, "{\"id\":");
+  buffer_append(&job->body, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  APPEND_LITERAL(&job->body, ",\"randomnumber\":");
+  buffer_append(&job->body, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+  APPEND_LITERAL(&job->body, "}");
+}
+
+static void on_db_poll(uv_poll_t *handle, int status, int events) {
+  db_conn_t *dc = handle->data;
+  if (status < 0) {
+    db_conn_fail(dc);
+    return;
+  }
+  if (dc->state == DB_CONNECTING) {
+    PostgresPollingStatusType st = PQconnectPoll(dc->pg);
+    if (st == PGRES_POLLING_FAILED) {
+      db_conn_fail(dc);
+    } else if (st == PGRES_POLLING_OK) {
+      /* Connected: prepare the statement once, without waiting for it here. */
+      PQsetnonblocking(dc->pg, 1);
+      dc->state = DB_PREPARING;
+      if (!PQsendPrepare(dc->pg, WORLD_STATEMENT, WORLD_SQL, 1, NULL))
+        db_conn_fail(dc);
+      else
+        db_watch(dc);
+    } else {
+      uv_poll_start(&dc->poll, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE, on_db_poll);
+    }
+    return;
+  }
+  if ((events & UV_WRITABLE) && PQflush(dc->pg) < 0) {
+    db_conn_fail(dc);
+    return;
+  }
+  if ((events & UV_READABLE) && !PQconsumeInput(dc->pg)) {
+    db_conn_fail(dc);
+    return;
+  }
+  if (dc->state == DB_IDLE)
+    return; /* A notice, or nothing: an idle connection has no result to read. */
+  while (!PQisBusy(dc->pg)) {
+    PGresult *res = PQgetResult(dc->pg);
+    if (res == NULL) {
+      /* The command is complete: the connection is free again. */
+      db_job_t *job = dc->job;
+      bool prepared = dc->state == DB_PREPARING;
+      dc->job = NULL;
+      dc->state = DB_IDLE;
+      uv_poll_start(&dc->poll, UV_READABLE, on_db_poll);
+      db_conn_release(dc);
+      if (!prepared)
+        db_job_step(job);
+      return;
+    }
+    if (dc->state == DB_PREPARING) {
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "rage-baseline: database: cannot prepare: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        db_conn_fail(dc);
+        return;
+      }
+    } else {
+      db_append_world(dc->job, res);
+    }
+    PQclear(res);
+  }
+  db_watch(dc);
+}
+
+static void db_connect(db_conn_t *dc) {
+  dc->pg = PQconnectStart(db_conninfo);
+  if (dc->pg == NULL || PQstatus(dc->pg) == CONNECTION_BAD || PQsocket(dc->pg) < 0) {
+    db_conn_fail(dc);
+    return;
+  }
+  dc->state = DB_CONNECTING;
+  uv_poll_init(loop, &dc->poll, PQsocket(dc->pg));
+  dc->poll.data = dc;
+  dc->poll_open = true;
+  uv_poll_start(&dc->poll, UV_WRITABLE, on_db_poll);
+}
+
+static void db_start(void) {
+  for (int i = 0; i < DB_POOL_SIZE; i++) {
+    db_conn_t *dc = &db_pool[i];
+    uv_timer_init(loop, &dc->retry);
+    dc->retry.data = dc;
+    db_connect(dc);
+  }
+}
+
+/* Called on SIGTERM after every client connection is closed: every job is detached by then. */
+static void db_close_all(void) {
+  if (db_conninfo == NULL)
+    return;
+  db_shutting_down = true;
+  for (int i = 0; i < DB_POOL_SIZE; i++) {
+    db_conn_t *dc = &db_pool[i];
+    if (dc->job != NULL)
+      db_job_free(dc->job);
+    dc->job = NULL;
+    dc->state = DB_DOWN;
+    uv_close((uv_handle_t *)&dc->retry, NULL);
+    if (dc->poll_open) {
+      dc->poll_open = false;
+      uv_close((uv_handle_t *)&dc->poll, on_db_poll_closed);
+    } else if (dc->pg != NULL) {
+      PQfinish(dc->pg);
+      dc->pg = NULL;
+    }
+  }
+}
+
+/* After a query: the next one, or the response once all are done. */
+static void db_job_step(db_job_t *job) {
+  conn_t *c = job->c;
+  if (c == NULL) {
+    db_job_free(job);
+    return;
+  }
+  if (job->failed || job->left == 0) {
+    c->job = NULL;
+    if (job->failed) {
+      respond(c, "503 Service Unavailable", "text/plain", "Service Unavailable\n", 20);
+    } else {
+      if (job->array)
+        APPEND_LITERAL(&job->body, "]");
+      respond(c, "200 OK", "application/json", job->body.base, job->body.len);
+    }
+    db_job_free(job);
+    conn_finish_async(c);
+    return;
+  }
+  db_submit(job);
+}
+
+/* The connection closes: its job, waiting or in flight, ends without a response. */
+static void db_job_detach(conn_t *c) {
+  db_job_t *job = c->job;
+  if (job == NULL)
+    return;
+  c->job = NULL;
+  job->c = NULL;
+  if (!job->queued)
+    return; /* In flight: freed when its query ends. */
+  db_job_t **p = &db_waiters_head, *prev = NULL;
+  while (*p != job) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  *p = job->next;
+  if (db_waiters_tail == job)
+    db_waiters_tail = prev;
+  db_job_free(job);
+}
+
+static int db_begin(conn_t *c, int queries, bool array) {
+  if (db_conninfo == NULL) {
+    respond(c, "503 Service Unavailable", "text/plain", "No database: set DATABASE_URL\n", 30);
+    return HANDLER_DONE;
+  }
+  db_job_t *job = xrealloc(NULL, sizeof *job);
+  memset(job, 0, sizeof *job);
+  job->c = c;
+  job->left = queries;
+  job->array = array;
+  if (array)
+    APPEND_LITERAL(&job->body, "[");
+  c->job = job;
+  db_submit(job);
+  return HANDLER_ASYNC;
+}
+
+/* W2: one random row. */
+static int handle_db(conn_t *c, const request_t *req) {
+  (void)req;
+  return db_begin(c, 1, false);
+}
+
+/* ?queries=N, clamped to 1..QUERIES_MAX; anything unreadable counts as 1. */
+static int queries_param(const request_t *req) {
+  const char *q = req->query, *end = req->query + req->query_len;
+  long n = 1;
+  while (q != NULL && q < end) {
+    const char *amp = memchr(q, '&', (size_t)(end - q));
+    const char *stop = amp != NULL ? amp : end;
+    if (stop - q > 8 && memcmp(q, "queries=", 8) == 0) {
+      n = 0;
+      for (const char *d = q + 8; d < stop && *d >= '0' && *d <= '9' && n <= QUERIES_MAX; d++)
+        n = n * 10 + (*d - '0');
+    }
+    q = amp != NULL ? amp + 1 : end;
+  }
+  return n < 1 ? 1 : n > QUERIES_MAX ? QUERIES_MAX : (int)n;
+}
+
+/* W3: N random rows, one query after another, as an array. */
+static int handle_queries(conn_t *c, const request_t *req) {
+  return db_begin(c, queries_param(req), true);
+}
+
 static const route_t routes[] = {
   {HTTP_GET, "/json", handle_json},
   {HTTP_GET, "/wait", handle_wait},
+  {HTTP_GET, "/db", handle_db},
+  {HTTP_GET, "/queries", handle_queries},
 };
 
 static const route_t *route_find(uint8_t method, const char *path, size_t path_len) {
@@ -342,13 +722,13 @@ static void on_conn_closed(uv_handle_t *handle) {
   }
 }
 
-/* Closing cancels a write in flight (its callback runs with UV_ECANCELED) and stops the timer,
- * which is all an asynchronous handler holds today. A handler that holds more, such as a
- * database query, must be detached from the connection here. */
+/* Closing cancels a write in flight (its callback runs with UV_ECANCELED), stops the timer and
+ * detaches a database job, which then ends without a response. */
 static void conn_close(conn_t *c) {
   if (c->closing)
     return;
   c->closing = true;
+  db_job_detach(c);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -488,20 +868,27 @@ static void on_signal(uv_signal_t *handle, int signum) {
   uv_close((uv_handle_t *)&sigint_handle, NULL);
   while (conns != NULL)
     conn_close(conns);
+  db_close_all();
 }
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: rage-baseline [--host HOST] [--port PORT]\n"
+  fprintf(f, "usage: rage-baseline [--host HOST] [--port PORT] [--db CONNINFO]\n"
              "  --host HOST  address to listen on (default " DEFAULT_HOST ")\n"
-             "  --port PORT  port to listen on, 0 for any free port (default %d)\n",
+             "  --port PORT  port to listen on, 0 for any free port (default %d)\n"
+             "  --db URL     PostgreSQL for /db and /queries (default: $DATABASE_URL)\n",
           DEFAULT_PORT);
 }
 
 int main(int argc, char **argv) {
   const char *host = DEFAULT_HOST;
   long port = DEFAULT_PORT;
+  db_conninfo = getenv("DATABASE_URL");
+  if (db_conninfo != NULL && *db_conninfo == '\0')
+    db_conninfo = NULL;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
+    if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
+      db_conninfo = argv[++i];
+    } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
       host = argv[++i];
     } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
       char *end;
@@ -563,6 +950,10 @@ int main(int argc, char **argv) {
   uv_signal_init(loop, &sigint_handle);
   uv_signal_start(&sigterm_handle, on_signal, SIGTERM);
   uv_signal_start(&sigint_handle, on_signal, SIGINT);
+
+  rng_state ^= (uint32_t)uv_hrtime() | 1u;
+  if (db_conninfo != NULL)
+    db_start();
 
   uv_run(loop, UV_RUN_DEFAULT);
   err = uv_loop_close(loop);
