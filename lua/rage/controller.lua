@@ -518,10 +518,20 @@ local function rescuer(class, err)
   end
 end
 
--- A response header table with room for the two headers nearly every response gets, so that
--- setting them does not grow it (the nil fields only size the table).
+-- UNSET is nil; as a variable (not the constant nil) it keeps the keys of these placeholder
+-- fields in LuaJIT's table template, so setting them later inserts no key (see rage.request).
+local UNSET = nil
+
+-- A response header table with slots for the two headers nearly every response gets.
 local function new_headers()
-  return {["content-type"] = nil, ["x-request-id"] = nil}
+  return {["content-type"] = UNSET, ["x-request-id"] = UNSET}
+end
+
+-- A fresh controller instance, with slots for what render() sets.
+local function new_instance(class, req, params)
+  return setmetatable({request = req, params = params, headers = new_headers(),
+                       cookies = new_jar(req), session = new_session(req),
+                       status = UNSET, body = UNSET, __rendered = UNSET}, class)
 end
 
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
@@ -548,8 +558,7 @@ function _M.compile(class, action)
       return traceback(tostring(err), 2)
     end
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = new_headers(),
-                                 cookies = new_jar(req), session = new_session(req)}, class)
+      local self = new_instance(class, req, params)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
@@ -562,8 +571,7 @@ function _M.compile(class, action)
     end
   else
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = new_headers(),
-                                 cookies = new_jar(req), session = new_session(req)}, class)
+      local self = new_instance(class, req, params)
       chain(self)
       return self
     end

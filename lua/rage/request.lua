@@ -17,12 +17,18 @@ local Request = {}
 Request.__index = Request
 _M.Request = Request
 
--- The nil fields are placeholders: naming them in the constructor sizes the table for what the
--- middleware, the dispatcher and the controller set on every request, so the table is never
--- grown (rehashed) while it serves.
+-- UNSET is nil. The fields set to it are placeholders: naming them in the constructor sizes the
+-- table for what the middleware, the dispatcher and the controller set on every request, and
+-- because the value is a variable rather than the constant nil, LuaJIT keeps their keys in the
+-- constructor's template, so setting them later stores into an existing slot instead of
+-- inserting a key (a constant nil key is dropped from the template).
+local UNSET = nil
+_M.UNSET = UNSET
+
 function _M.new(box, method, path, query, app)
   return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
-                       id = nil, id_header = nil, route = nil, status = nil, extra_headers = nil}, Request)
+                       id = UNSET, id_header = UNSET, route = UNSET, status = UNSET,
+                       extra_headers = UNSET}, Request)
 end
 
 -- Adds a header to whatever response this request gets (middleware use this).
