@@ -1,10 +1,13 @@
--- rage.dispatcher: the function the core runs, in a fresh fiber, for every request.
+-- rage.dispatcher: the function the core runs, in a fiber, for every request.
 --
+--   local handler, job = dispatcher.new(app)
 --   handler(box, method, path, query)
 -- routes the request, runs the controller action with its callbacks, and sends the response
 -- through the core. An error nobody rescued answers 500 with a generic body; the traceback goes
--- to the log only. The same handler serves sockets, requests handed in by an embedding host and
--- rage.test's in-process requests, so all three exercise one path.
+-- to the log only. `job` is the same request path as a fiber job that serves request after
+-- request (see below): the core runs it for sockets and for requests handed in by an embedding
+-- host. rage.test's in-process requests, mounted apps and the development reloader call
+-- `handler`. Both share every step but the protected call.
 
 local request = require("rage.request")
 local params_mod = require("rage.params")
@@ -23,22 +26,35 @@ local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
 local responded, respond = leaf.responded, leaf.respond
+local yield, IDLE, select, unpack = coroutine.yield, core.IDLE, select, unpack
+local UNSET = request.UNSET
+local getinfo, getlocal = debug.getinfo, debug.getlocal
+
+local function pack(...)
+  return {n = select("#", ...), ...}
+end
 
 local _M = {}
 
 local PLAIN = {["content-type"] = "text/plain; charset=utf-8"}
 
 -- Errors that a controller with rescue_from handlers raised again already carry the stack
--- where they happened (see controller.compile); others get it here.
-local function on_error(err)
+-- where they happened (see controller.compile); others get it here, from `level` (the
+-- function that raised, seen from here).
+local function with_stack(err, level)
   if type(err) == "table" then
     if err.kind == "cancelled" then return err end
-    err.traceback = err.traceback or traceback(tostring(err), 2)
+    err.traceback = err.traceback or traceback(tostring(err), level)
     return err
   end
   err = tostring(err)
   if find(err, "\nstack traceback:\n", 1, true) then return err end
-  return traceback(err, 2)
+  return traceback(err, level)
+end
+
+local function on_error(err)
+  local e = with_stack(err, 3)   -- not a tail call: the level counts this frame
+  return e
 end
 
 -- self.params: the query string, then a form body over it, then the path parameters over
@@ -134,31 +150,13 @@ function _M.new(app)
 
   local chain = middleware.compose(app.middleware or {}, serve)
 
-  return function(box, method, path, query)
-    local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query, app)
-    local ok, err = xpcall(chain, on_error, req)
-    async.end_scope()
-    if not ok then
-      if errors.is(err, "cancelled") then
-        if req.id then log.bind_request_id(nil) end
-        return
-      end
-      -- As in Rails, an error nobody rescued discards the cookies and session changes.
-      req.cookie_jar = nil
-      local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
-      req.status = status
-      if status >= 500 then
-        log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
-        fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
-      else
-        fail(req, status, (err.message or "Error") .. "\n")
-      end
-    end
-    local after = req.after_response
-    if after then
-      for i = 1, #after do
-        local aok, aerr = xpcall(after[i], on_error)
+  -- What follows every request, answered or failed: after_response hooks, cleanups, the log
+  -- line. Runs unprotected, as the fiber's job: an error here ends the fiber.
+  local function after(req, t0, method, path)
+    local after_response = req.after_response
+    if after_response then
+      for i = 1, #after_response do
+        local aok, aerr = xpcall(after_response[i], on_error)
         if not aok and not errors.is(aerr, "cancelled") then
           log.error(method, " ", path, " [", req.id or "-", "] after_response failed: ",
             type(aerr) == "table" and (aerr.traceback or tostring(aerr)) or aerr)
@@ -182,6 +180,119 @@ function _M.new(app)
     end
     if req.id then log.bind_request_id(nil) end
   end
+
+  -- A request whose middleware, route or action raised `err` (already through on_error).
+  local function failed(req, err, t0, method, path)
+    if errors.is(err, "cancelled") then
+      if req.id then log.bind_request_id(nil) end
+      return
+    end
+    -- As in Rails, an error nobody rescued discards the cookies and session changes.
+    req.cookie_jar = nil
+    local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
+    req.status = status
+    if status >= 500 then
+      log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
+      fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
+    else
+      fail(req, status, (err.message or "Error") .. "\n")
+    end
+    return after(req, t0, method, path)
+  end
+
+  -- The handler: one request, its own protected call. Requests handed to the app by another
+  -- app (mount), by rage.test and by the development reloader come this way.
+  local function handler(box, method, path, query)
+    local t0 = log.enabled("info") and clock()
+    local req = new_request(box, method, path, query, app)
+    local ok, err = xpcall(chain, on_error, req)
+    async.end_scope()
+    if not ok then return failed(req, err, t0, method, path) end
+    return after(req, t0, method, path)
+  end
+
+  -- The fiber job the server runs (app.boot installs it): the same request path, but one
+  -- protected call serves request after request. When a request is done the job yields IDLE
+  -- itself and is handed the next job as the results of that yield, as the fiber body's loop
+  -- would be; the protected call returns only when a request fails or the fiber is given
+  -- another kind of job. So no request returns into a protected call: LuaJIT cannot compile a
+  -- return into one from a trace that did not enter it, and a trace stitched after a C call
+  -- (cjson's encode in render) would end there and leave the rest of the request to the
+  -- interpreter. `cell` tells the error path which request failed.
+  local job, next_request
+
+  -- The request lives in serve_one's locals only, and that frame is gone before the fiber
+  -- yields: a compiled request path whose tables never outlive it lets LuaJIT sink their
+  -- allocations. The error handler finds the request on the stack (find_request, below).
+  local function serve_one(box, method, path, query)
+    local t0 = log.enabled("info") and clock()
+    local req = new_request(box, method, path, query, app)
+    chain(req)
+    local done = req
+    req = nil   -- from here on an error is not the request's: it ends the fiber (see job)
+    async.end_scope()
+    after(done, t0, method, path)
+  end
+
+  local function serve_fiber(cell, box, method, path, query)
+    serve_one(box, method, path, query)
+    return next_request(cell, yield(IDLE))
+  end
+
+  -- Records in `cell` the request (and its start time) of the serve_one frame an error went
+  -- through, read from that frame's locals before the stack unwinds; nil outside a request.
+  local function find_request(cell)
+    cell.req, cell.t0 = nil, nil
+    local level = 3
+    while true do
+      local info = getinfo(level, "f")
+      if not info then return end
+      if info.func == serve_one then
+        for i = 1, 16 do
+          local name, value = getlocal(level, i)
+          if not name then return end
+          if name == "req" then cell.req = value elseif name == "t0" then cell.t0 = value end
+        end
+        return
+      end
+      level = level + 1
+    end
+  end
+
+  -- Returns (through the protected call, which adds `true`) the other kind of job to run.
+  next_request = function(cell, next_job, ...)
+    if next_job == job then return serve_fiber(cell, ...) end
+    return next_job, pack(...)
+  end
+
+  local function resume(cell, next_job, ...)
+    if next_job == job then return xpcall(serve_fiber, cell.on_error, cell, ...) end
+    return true, next_job, pack(...)
+  end
+
+  job = function(box, method, path, query)
+    local cell = {req = UNSET, t0 = UNSET, on_error = UNSET}
+    cell.on_error = function(err)
+      find_request(cell)
+      local e = with_stack(err, 3)
+      return e
+    end
+    local ok, a, b = xpcall(serve_fiber, cell.on_error, cell, box, method, path, query)
+    while true do
+      if ok then
+        a(unpack(b, 1, b.n))   -- another kind of job, run as the fiber body runs jobs
+      else
+        local req = cell.req
+        if req == nil then error(a, 0) end   -- outside a request's protected part: ends the fiber
+        cell.req = nil
+        async.end_scope()
+        failed(req, a, cell.t0, req.method, req.path)
+      end
+      ok, a, b = resume(cell, yield(IDLE))
+    end
+  end
+
+  return handler, job
 end
 
 return _M

@@ -222,6 +222,24 @@ describe("HTTP/1.1 over a socket", function()
     assert.is_truthy(server.wait_for(function() return srv:log():find("the boom action fails on purpose", 1, true) end, 2))
   end)
 
+  -- The server's fibers run the dispatcher's fiber job, which serves request after request
+  -- under one protected call: a failed request must leave the fiber serving the next ones.
+  it("keeps serving after failures, on the fibers it reuses", function()
+    local before = count()
+    for _ = 1, 25 do
+      local c = connect()   -- the fixture allows 5 requests per connection
+      finally(function() c:close() end)
+      assert(c:send(build("GET", "/boom")))
+      assert.equal(500, assert(c:read_response()).status)
+      assert(c:send(build("GET", "/touch")))
+      assert.equal(200, assert(c:read_response()).status)
+      assert(c:send(build("GET", "/slow?ms=1")))
+      assert.equal(200, assert(c:read_response()).status)
+    end
+    assert.equal(before + 25, count())
+    assert.is_truthy(server.wait_for(function() return srv:log():find("stack traceback:", 1, true) end, 2))
+  end)
+
   it("answers 404 for an unknown path and 405 with Allow for a wrong method", function()
     local c = connect()
     finally(function() c:close() end)
