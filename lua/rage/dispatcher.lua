@@ -21,7 +21,6 @@ local leaf = require("rage.leaf")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
 local pairs, find = pairs, string.find
-local new_request = request.new
 local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
@@ -104,6 +103,7 @@ end
 function _M.new(app)
   local router = app.router
   local match = router.match
+  local new_request = request.maker(app)
   local uses_host = router.uses_host
 
   local function serve(req)
@@ -204,7 +204,7 @@ function _M.new(app)
   -- app (mount), by rage.test and by the development reloader come this way.
   local function handler(box, method, path, query)
     local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query, app)
+    local req = new_request(box, method, path, query)
     local ok, err = xpcall(chain, on_error, req)
     async.end_scope()
     if not ok then return failed(req, err, t0, method, path) end
@@ -226,7 +226,7 @@ function _M.new(app)
   -- allocations. The error handler finds the request on the stack (find_request, below).
   local function serve_one(box, method, path, query)
     local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query, app)
+    local req = new_request(box, method, path, query)
     chain(req)
     local done = req
     req = nil   -- from here on an error is not the request's: it ends the fiber (see job)
