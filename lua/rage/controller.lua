@@ -5,8 +5,9 @@
 --   Todos:rescue_from("db.unique_violation", function(self, err) ... end)
 --   function Todos:show() self:render{json = self.todo} end
 --
--- A controller is a class table; each request gets a fresh instance whose metatable is the
--- class. Callback chains are compiled once per action when the app boots (compile()), never
+-- A controller is a class table; each request gets a fresh instance whose lookups go to the
+-- class (its metatable is the class's instance_mt, which also makes self.cookies and
+-- self.session on first use). Callback chains are compiled once per action when the app boots (compile()), never
 -- rebuilt per request. Rendering inside a before callback halts the chain, as in Rails.
 
 local json = require("rage.json")
@@ -15,8 +16,8 @@ local cookies = require("rage.cookies")
 local session = require("rage.session")
 local crypto = require("rage.crypto")
 
-local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall =
-  setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall
+local setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall =
+  setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall
 local lower, concat, traceback = string.lower, table.concat, debug.traceback
 local json_encode = json.encode
 local find, floor, sort = string.find, math.floor, table.sort
@@ -527,11 +528,32 @@ local function new_headers()
   return {["content-type"] = UNSET, ["x-request-id"] = UNSET}
 end
 
+-- The metatable of class's instances: lookups go to the class, except self.cookies and
+-- self.session, which are made on first use and then kept in the instance (most actions never
+-- touch them, and making both cost a W1 request ~1.3k instructions).
+local function instance_mt(class)
+  local mt = rawget(class, "__instance_mt")
+  if mt then return mt end
+  mt = {__index = function(self, k)
+    if k == "cookies" then
+      local jar = new_jar(rawget(self, "request"))
+      rawset(self, "cookies", jar)
+      return jar
+    elseif k == "session" then
+      local s = new_session(rawget(self, "request"))
+      rawset(self, "session", s)
+      return s
+    end
+    return class[k]
+  end}
+  class.__instance_mt = mt
+  return mt
+end
+
 -- A fresh controller instance, with slots for what render() sets.
-local function new_instance(class, req, params)
+local function new_instance(mt, req, params)
   return setmetatable({request = req, params = params, headers = new_headers(),
-                       cookies = new_jar(req), session = new_session(req),
-                       status = UNSET, body = UNSET, __rendered = UNSET}, class)
+                       status = UNSET, body = UNSET, __rendered = UNSET}, mt)
 end
 
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
@@ -545,6 +567,7 @@ function _M.compile(class, action)
   local run = cache[action]
   if run then return run end
   local chain = compile_action(class, action)
+  local mt = instance_mt(class)
   local has_rescue = #class.__rescuers > 0
   if has_rescue then
     -- An error no handler takes is raised again below, far from where it happened: keep the
@@ -558,7 +581,7 @@ function _M.compile(class, action)
       return traceback(tostring(err), 2)
     end
     run = function(req, params)
-      local self = new_instance(class, req, params)
+      local self = new_instance(mt, req, params)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
@@ -571,7 +594,7 @@ function _M.compile(class, action)
     end
   else
     run = function(req, params)
-      local self = new_instance(class, req, params)
+      local self = new_instance(mt, req, params)
       chain(self)
       return self
     end
