@@ -44,7 +44,8 @@ function _M.request_id()
         prefix = format("%x%04x-", core.pid, random(0, 0xffff))
       end
       counter = counter + 1
-      id = prefix .. counter
+      -- %d formats the counter as an integer; prefix .. counter would go through %.14g.
+      id = format("%s%d", prefix, counter)
     end
     req.id = id
     req.id_header = id   -- as req:add_header("x-request-id", id); see Request:with_headers
