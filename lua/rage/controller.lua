@@ -19,6 +19,7 @@ local crypto = require("rage.crypto")
 local setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall =
   setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall
 local lower, concat, traceback = string.lower, table.concat, debug.traceback
+local getinfo, getlocal = debug.getinfo, debug.getlocal
 local json_encode = json.encode
 local find, floor, sort = string.find, math.floor, table.sort
 local new_jar, new_session = cookies.jar, session.new
@@ -556,6 +557,63 @@ local function new_instance(mt, req, params)
                        status = UNSET, body = UNSET, __rendered = UNSET}, mt)
 end
 
+-- Runners made by compile_open, mapped to their class: a caller's error handler finds them on
+-- the stack (see rescue_frame).
+local open_runners = setmetatable({}, {__mode = "k"})
+
+-- compile_open(class, action): the runner without its own protected call, for a caller whose
+-- protected call (and error handler, rescue_frame) does the class's rescue_from instead and
+-- then goes on as if the runner had returned: rage.dispatcher, when nothing but tail calls
+-- stands between its protected call and the runner. Without a protected call in the runner,
+-- a trace that starts after a C call in the action (cjson's encode) can return through it.
+function _M.compile_open(class, action)
+  if #class.__rescuers == 0 then return _M.compile(class, action) end
+  local cache = rawget(class, "__compiled_open")
+  if not cache then
+    cache = {}
+    class.__compiled_open = cache
+  end
+  local run = cache[action]
+  if run then return run end
+  local chain = compile_action(class, action)
+  local mt = instance_mt(class)
+  run = function(req, params)
+    local self = new_instance(mt, req, params)
+    chain(self)
+    return self
+  end
+  open_runners[run] = class
+  cache[action] = run
+  return run
+end
+
+-- For an error handler that runs while `err` unwinds (levels from `level` up): when the error
+-- comes from inside an open runner, returns its instance and the rescue handler for `err`
+-- (nil when there is none), and true; else nothing. Stops at `stop` (the caller's frame).
+function _M.rescue_frame(err, level, stop)
+  while true do
+    local info = getinfo(level + 1, "f")
+    if not info or info.func == stop then return end
+    local class = open_runners[info.func]
+    if class then
+      for i = 1, 8 do
+        local name, value = getlocal(level + 1, i)
+        if not name then break end
+        if name == "self" then return value, rescuer(class, err), true end
+      end
+      return
+    end
+    level = level + 1
+  end
+end
+
+-- What the runner does with the rescue handler `h` of an error `err` in instance `self`.
+function _M.rescue(self, h, err)
+  self.__rendered = nil
+  self.headers = {}
+  if type(h) == "string" then self[h](self, err) else h(self, err) end
+end
+
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
 -- body). Compiled once and cached on the class.
 function _M.compile(class, action)
@@ -586,9 +644,7 @@ function _M.compile(class, action)
       if not ok then
         local h = rescuer(class, err)
         if not h then error(err, 0) end
-        self.__rendered = nil
-        self.headers = {}
-        if type(h) == "string" then self[h](self, err) else h(self, err) end
+        _M.rescue(self, h, err)
       end
       return self
     end

@@ -20,7 +20,7 @@ local middleware = require("rage.middleware")
 local leaf = require("rage.leaf")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
-local pairs, find = pairs, string.find
+local pairs, ipairs, find = pairs, ipairs, string.find
 local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
@@ -55,6 +55,10 @@ local function on_error(err)
   local e = with_stack(err, 3)   -- not a tail call: the level counts this frame
   return e
 end
+
+-- Set by an error handler (on_failure) while an error unwinds, read as soon as the protected
+-- call returns: nothing can run in between.
+local pending_self, pending_rescue
 
 -- self.params: the query string, then a form body over it, then the path parameters over
 -- both (as Rails: a query cannot replace the :id the route matched).
@@ -96,6 +100,7 @@ function _M.prepare(router, controllers)
         error(("route %s %s: %s"):format(route.verb, route.path, tostring(run)), 0)
       end
       route.run = run
+      route.open_run = controller.compile_open(class, route.action)
     end
   end
 end
@@ -105,6 +110,30 @@ function _M.new(app)
   local match = router.match
   local new_request = request.maker(app)
   local uses_host = router.uses_host
+
+  -- With only built-in middleware (tail calls) between the dispatcher's protected call and
+  -- the controller's runner, the runner goes without a protected call of its own: the
+  -- dispatcher's error handler finds the instance on the stack and the dispatcher does the
+  -- controller's rescue_from, then answers as serve would have (see controller.compile_open).
+  local open = true
+  for _, mw in ipairs(app.middleware or {}) do
+    if not middleware.tail_calling(mw) then open = false end
+  end
+
+  -- Answers with what controller instance `c` rendered.
+  local function answer(req, c)
+    local box = req.box
+    req.status = c.status
+    if responded(box) then return end
+    if c.__rendered then
+      respond(box, c.status, req:with_headers(c.headers), c.body)
+      req.status = c.status
+    else
+      -- An action that renders nothing answers 204, as a Rails API controller does.
+      box:respond(204, req:with_headers(c.headers), "")
+      req.status = 204
+    end
+  end
 
   local function serve(req)
     local box = req.box
@@ -119,20 +148,9 @@ function _M.new(app)
       return fail(req, 404, "Not Found\n")
     end
     req.route = route
-    local run = route.run
+    local run = open and route.open_run or route.run
     if run then
-      local c = run(req, merge_params(req, params))
-      req.status = c.status
-      if responded(box) then return end
-      if c.__rendered then
-        respond(box, c.status, req:with_headers(c.headers), c.body)
-        req.status = c.status
-      else
-        -- An action that renders nothing answers 204, as a Rails API controller does.
-        box:respond(204, req:with_headers(c.headers), "")
-        req.status = 204
-      end
-      return
+      return answer(req, run(req, merge_params(req, params)))
     end
     -- A Lua handler (mount or function target): handler(req, params) -> status, headers, body
     local h = route.handler
@@ -202,10 +220,55 @@ function _M.new(app)
 
   -- The handler: one request, its own protected call. Requests handed to the app by another
   -- app (mount), by rage.test and by the development reloader come this way.
-  local function handler(box, method, path, query)
+  local handler, serve_one
+
+  -- The error handler's part for a controller runner without a protected call: when the
+  -- error comes from inside one (below `stop`, the dispatcher's own frame) and its class
+  -- rescues it, the instance and the handler are left in pending_self and pending_rescue and
+  -- the error as it is; an error it does not rescue keeps the stack where it was raised, as
+  -- the runner's own protected call would keep it. Levels: 1 is this function, 2 the handler
+  -- that called it, 3 the function that raised.
+  local function on_failure(err, stop)
+    local self, h, found = controller.rescue_frame(err, 3, stop)
+    if h then
+      pending_self, pending_rescue = self, h
+      return err
+    end
+    if found then
+      if type(err) == "table" then
+        if err.kind ~= "cancelled" then err.traceback = traceback(tostring(err), 3) end
+        return err
+      end
+      return traceback(tostring(err), 3)
+    end
+    return with_stack(err, 3)
+  end
+
+  local function on_handler_error(err)
+    local e = on_failure(err, handler)
+    return e
+  end
+
+  -- The controller's rescue_from for `err` in instance `c`, then the answer serve would give.
+  local function recover(req, c, h, err)
+    controller.rescue(c, h, err)
+    return answer(req, c)
+  end
+
+  -- After a protected call failed with `err`: when the error handler left a controller rescue
+  -- pending, runs it (protected); returns whether the request is answered and the error.
+  local function try_rescue(req, err)
+    local c, h = pending_self, pending_rescue
+    if c == nil then return false, err end
+    pending_self, pending_rescue = nil, nil
+    return xpcall(recover, on_error, req, c, h, err)
+  end
+
+  handler = function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
-    local ok, err = xpcall(chain, on_error, req)
+    local ok, err = xpcall(chain, on_handler_error, req)
+    if not ok then ok, err = try_rescue(req, err) end
     async.end_scope()
     if not ok then return failed(req, err, t0, method, path) end
     return after(req, t0, method, path)
@@ -224,7 +287,7 @@ function _M.new(app)
   -- The request lives in serve_one's locals only, and that frame is gone before the fiber
   -- yields: a compiled request path whose tables never outlive it lets LuaJIT sink their
   -- allocations. The error handler finds the request on the stack (find_request, below).
-  local function serve_one(box, method, path, query)
+  serve_one = function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
     chain(req)
@@ -274,7 +337,7 @@ function _M.new(app)
     local cell = {req = UNSET, t0 = UNSET, on_error = UNSET}
     cell.on_error = function(err)
       find_request(cell)
-      local e = with_stack(err, 3)
+      local e = on_failure(err, serve_one)
       return e
     end
     local ok, a, b = xpcall(serve_fiber, cell.on_error, cell, box, method, path, query)
@@ -283,10 +346,18 @@ function _M.new(app)
         a(unpack(b, 1, b.n))   -- another kind of job, run as the fiber body runs jobs
       else
         local req = cell.req
-        if req == nil then error(a, 0) end   -- outside a request's protected part: ends the fiber
+        if req == nil then   -- outside a request's protected part: ends the fiber
+          pending_self, pending_rescue = nil, nil
+          error(a, 0)
+        end
         cell.req = nil
+        local answered, err = try_rescue(req, a)
         async.end_scope()
-        failed(req, a, cell.t0, req.method, req.path)
+        if answered then
+          after(req, cell.t0, req.method, req.path)
+        else
+          failed(req, err, cell.t0, req.method, req.path)
+        end
       end
       ok, a, b = resume(cell, yield(IDLE))
     end
