@@ -218,8 +218,6 @@ function _M.new(app)
     return after(req, t0, method, path)
   end
 
-  -- The handler: one request, its own protected call. Requests handed to the app by another
-  -- app (mount), by rage.test and by the development reloader come this way.
   local handler, serve_one
 
   -- The error handler's part for a controller runner without a protected call: when the
@@ -264,6 +262,8 @@ function _M.new(app)
     return xpcall(recover, on_error, req, c, h, err)
   end
 
+  -- The handler: one request, its own protected call. Requests handed to the app by another
+  -- app (mount), by rage.test and by the development reloader come this way.
   handler = function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
