@@ -142,6 +142,7 @@ int rage_runtime_new(rage_runtime_t **out, uv_loop_t *loop, const rage_options_t
     return UV_ENOMEM;
   }
   rt->L = L;
+  lua_gc(L, LUA_GCSETPAUSE, RAGE_GC_PAUSE);
   luaL_openlibs(L);
 
   /* package.path: the framework's modules first. */

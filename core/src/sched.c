@@ -60,6 +60,10 @@ void *rage__sched_marker(void) {
   return &suspend_marker;
 }
 
+void *rage__sched_idle_marker(void) {
+  return &idle_marker;
+}
+
 static void drain_deferred(rage__sched_t *s) {
   /* Callbacks may defer more work (and so grow the queue); run everything in order. A
    * callback that resumes a fiber reaches the end of run() again: it must not drain too. */

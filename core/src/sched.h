@@ -85,4 +85,9 @@ unsigned rage__sched_active(rage__sched_t *s);
 /* The lightuserdata that suspending C functions yield; Lua's coroutine wrappers pass it up. */
 void *rage__sched_marker(void);
 
+/* The light userdata a fiber's job yields when it has finished (core.IDLE in Lua). A job that
+ * yields it itself is handed the next job as the results of that yield, exactly as the fiber
+ * body's own loop would be: the request dispatcher serves request after request that way. */
+void *rage__sched_idle_marker(void);
+
 #endif /* RAGE_SCHED_H */

@@ -184,7 +184,7 @@ function _M.load(dir)
                             controllers = controllers, cookie_settings = cookie_conf}, App)
   ok, err = pcall(function() app.middleware = require("rage.middleware").stack(app) end)
   if not ok then fail(tostring(type(err) == "table" and err.message or err)) end
-  app.handler = dispatcher.new(app)
+  app.handler, app.job = dispatcher.new(app)
   return app
 end
 
@@ -259,7 +259,9 @@ end
 -- Boot entry point used by the core: load and serve.
 function _M.boot(dir)
   local app = _M.load(dir)
-  local handler = app.handler
+  -- The server runs the dispatcher's fiber job (one protected call for many requests); the
+  -- reloader, which swaps apps between requests, calls the plain handler.
+  local handler = app.job
   if app.env == "development" and app.config.reload ~= false then
     handler = reloading_handler(app.dir, app)
   end

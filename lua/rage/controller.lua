@@ -5,8 +5,9 @@
 --   Todos:rescue_from("db.unique_violation", function(self, err) ... end)
 --   function Todos:show() self:render{json = self.todo} end
 --
--- A controller is a class table; each request gets a fresh instance whose metatable is the
--- class. Callback chains are compiled once per action when the app boots (compile()), never
+-- A controller is a class table; each request gets a fresh instance whose lookups go to the
+-- class (its metatable is the class's instance_mt, which also makes self.cookies and
+-- self.session on first use). Callback chains are compiled once per action when the app boots (compile()), never
 -- rebuilt per request. Rendering inside a before callback halts the chain, as in Rails.
 
 local json = require("rage.json")
@@ -15,9 +16,10 @@ local cookies = require("rage.cookies")
 local session = require("rage.session")
 local crypto = require("rage.crypto")
 
-local setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall =
-  setmetatable, getmetatable, rawget, type, pairs, ipairs, error, tostring, xpcall
+local setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall =
+  setmetatable, getmetatable, rawget, rawset, type, pairs, ipairs, error, tostring, xpcall
 local lower, concat, traceback = string.lower, table.concat, debug.traceback
+local getinfo, getlocal = debug.getinfo, debug.getlocal
 local json_encode = json.encode
 local find, floor, sort = string.find, math.floor, table.sort
 local new_jar, new_session = cookies.jar, session.new
@@ -518,10 +520,98 @@ local function rescuer(class, err)
   end
 end
 
--- A response header table with room for the two headers nearly every response gets, so that
--- setting them does not grow it (the nil fields only size the table).
+-- UNSET is nil; as a variable (not the constant nil) it keeps the keys of these placeholder
+-- fields in LuaJIT's table template, so setting them later inserts no key (see rage.request).
+local UNSET = nil
+
+-- A response header table with slots for the two headers nearly every response gets.
 local function new_headers()
-  return {["content-type"] = nil, ["x-request-id"] = nil}
+  return {["content-type"] = UNSET, ["x-request-id"] = UNSET}
+end
+
+-- The metatable of class's instances: lookups go to the class, except self.cookies and
+-- self.session, which are made on first use and then kept in the instance (most actions never
+-- touch them, and making both cost a W1 request ~1.3k instructions).
+local function instance_mt(class)
+  local mt = rawget(class, "__instance_mt")
+  if mt then return mt end
+  mt = {__index = function(self, k)
+    if k == "cookies" then
+      local jar = new_jar(rawget(self, "request"))
+      rawset(self, "cookies", jar)
+      return jar
+    elseif k == "session" then
+      local s = new_session(rawget(self, "request"))
+      rawset(self, "session", s)
+      return s
+    end
+    return class[k]
+  end}
+  class.__instance_mt = mt
+  return mt
+end
+
+-- A fresh controller instance, with slots for what render() sets.
+local function new_instance(mt, req, params)
+  return setmetatable({request = req, params = params, headers = new_headers(),
+                       status = UNSET, body = UNSET, __rendered = UNSET}, mt)
+end
+
+-- Runners made by compile_open, mapped to their class: a caller's error handler finds them on
+-- the stack (see rescue_frame).
+local open_runners = setmetatable({}, {__mode = "k"})
+
+-- compile_open(class, action): the runner without its own protected call, for a caller whose
+-- protected call (and error handler, rescue_frame) does the class's rescue_from instead and
+-- then goes on as if the runner had returned: rage.dispatcher, when nothing but tail calls
+-- stands between its protected call and the runner. Without a protected call in the runner,
+-- a trace that starts after a C call in the action (cjson's encode) can return through it.
+function _M.compile_open(class, action)
+  if #class.__rescuers == 0 then return _M.compile(class, action) end
+  local cache = rawget(class, "__compiled_open")
+  if not cache then
+    cache = {}
+    class.__compiled_open = cache
+  end
+  local run = cache[action]
+  if run then return run end
+  local chain = compile_action(class, action)
+  local mt = instance_mt(class)
+  run = function(req, params)
+    local self = new_instance(mt, req, params)
+    chain(self)
+    return self
+  end
+  open_runners[run] = class
+  cache[action] = run
+  return run
+end
+
+-- For an error handler that runs while `err` unwinds (levels from `level` up): when the error
+-- comes from inside an open runner, returns its instance and the rescue handler for `err`
+-- (nil when there is none), and true; else nothing. Stops at `stop` (the caller's frame).
+function _M.rescue_frame(err, level, stop)
+  while true do
+    local info = getinfo(level + 1, "f")
+    if not info or info.func == stop then return end
+    local class = open_runners[info.func]
+    if class then
+      for i = 1, 8 do
+        local name, value = getlocal(level + 1, i)
+        if not name then break end
+        if name == "self" then return value, rescuer(class, err), true end
+      end
+      return
+    end
+    level = level + 1
+  end
+end
+
+-- What the runner does with the rescue handler `h` of an error `err` in instance `self`.
+function _M.rescue(self, h, err)
+  self.__rendered = nil
+  self.headers = {}
+  if type(h) == "string" then self[h](self, err) else h(self, err) end
 end
 
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
@@ -535,6 +625,7 @@ function _M.compile(class, action)
   local run = cache[action]
   if run then return run end
   local chain = compile_action(class, action)
+  local mt = instance_mt(class)
   local has_rescue = #class.__rescuers > 0
   if has_rescue then
     -- An error no handler takes is raised again below, far from where it happened: keep the
@@ -548,22 +639,18 @@ function _M.compile(class, action)
       return traceback(tostring(err), 2)
     end
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = new_headers(),
-                                 cookies = new_jar(req), session = new_session(req)}, class)
+      local self = new_instance(mt, req, params)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
         if not h then error(err, 0) end
-        self.__rendered = nil
-        self.headers = {}
-        if type(h) == "string" then self[h](self, err) else h(self, err) end
+        _M.rescue(self, h, err)
       end
       return self
     end
   else
     run = function(req, params)
-      local self = setmetatable({request = req, params = params, headers = new_headers(),
-                                 cookies = new_jar(req), session = new_session(req)}, class)
+      local self = new_instance(mt, req, params)
       chain(self)
       return self
     end

@@ -1,10 +1,13 @@
--- rage.dispatcher: the function the core runs, in a fresh fiber, for every request.
+-- rage.dispatcher: the function the core runs, in a fiber, for every request.
 --
+--   local handler, job = dispatcher.new(app)
 --   handler(box, method, path, query)
 -- routes the request, runs the controller action with its callbacks, and sends the response
 -- through the core. An error nobody rescued answers 500 with a generic body; the traceback goes
--- to the log only. The same handler serves sockets, requests handed in by an embedding host and
--- rage.test's in-process requests, so all three exercise one path.
+-- to the log only. `job` is the same request path as a fiber job that serves request after
+-- request (see below): the core runs it for sockets and for requests handed in by an embedding
+-- host. rage.test's in-process requests, mounted apps and the development reloader call
+-- `handler`. Both share every step but the protected call.
 
 local request = require("rage.request")
 local params_mod = require("rage.params")
@@ -17,29 +20,45 @@ local middleware = require("rage.middleware")
 local leaf = require("rage.leaf")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
-local pairs, find = pairs, string.find
-local new_request = request.new
+local pairs, ipairs, find = pairs, ipairs, string.find
 local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
 local responded, respond = leaf.responded, leaf.respond
+local yield, IDLE, select, unpack = coroutine.yield, core.IDLE, select, unpack
+local UNSET = request.UNSET
+local getinfo, getlocal = debug.getinfo, debug.getlocal
+
+local function pack(...)
+  return {n = select("#", ...), ...}
+end
 
 local _M = {}
 
 local PLAIN = {["content-type"] = "text/plain; charset=utf-8"}
 
 -- Errors that a controller with rescue_from handlers raised again already carry the stack
--- where they happened (see controller.compile); others get it here.
-local function on_error(err)
+-- where they happened (see controller.compile); others get it here, from `level` (the
+-- function that raised, seen from here).
+local function with_stack(err, level)
   if type(err) == "table" then
     if err.kind == "cancelled" then return err end
-    err.traceback = err.traceback or traceback(tostring(err), 2)
+    err.traceback = err.traceback or traceback(tostring(err), level)
     return err
   end
   err = tostring(err)
   if find(err, "\nstack traceback:\n", 1, true) then return err end
-  return traceback(err, 2)
+  return traceback(err, level)
 end
+
+local function on_error(err)
+  local e = with_stack(err, 3)   -- not a tail call: the level counts this frame
+  return e
+end
+
+-- Set by an error handler (on_failure) while an error unwinds, read as soon as the protected
+-- call returns: nothing can run in between.
+local pending_self, pending_rescue
 
 -- self.params: the query string, then a form body over it, then the path parameters over
 -- both (as Rails: a query cannot replace the :id the route matched).
@@ -81,6 +100,7 @@ function _M.prepare(router, controllers)
         error(("route %s %s: %s"):format(route.verb, route.path, tostring(run)), 0)
       end
       route.run = run
+      route.open_run = controller.compile_open(class, route.action)
     end
   end
 end
@@ -88,7 +108,32 @@ end
 function _M.new(app)
   local router = app.router
   local match = router.match
+  local new_request = request.maker(app)
   local uses_host = router.uses_host
+
+  -- With only built-in middleware (tail calls) between the dispatcher's protected call and
+  -- the controller's runner, the runner goes without a protected call of its own: the
+  -- dispatcher's error handler finds the instance on the stack and the dispatcher does the
+  -- controller's rescue_from, then answers as serve would have (see controller.compile_open).
+  local open = true
+  for _, mw in ipairs(app.middleware or {}) do
+    if not middleware.tail_calling(mw) then open = false end
+  end
+
+  -- Answers with what controller instance `c` rendered.
+  local function answer(req, c)
+    local box = req.box
+    req.status = c.status
+    if responded(box) then return end
+    if c.__rendered then
+      respond(box, c.status, req:with_headers(c.headers), c.body)
+      req.status = c.status
+    else
+      -- An action that renders nothing answers 204, as a Rails API controller does.
+      box:respond(204, req:with_headers(c.headers), "")
+      req.status = 204
+    end
+  end
 
   local function serve(req)
     local box = req.box
@@ -103,20 +148,9 @@ function _M.new(app)
       return fail(req, 404, "Not Found\n")
     end
     req.route = route
-    local run = route.run
+    local run = open and route.open_run or route.run
     if run then
-      local c = run(req, merge_params(req, params))
-      req.status = c.status
-      if responded(box) then return end
-      if c.__rendered then
-        respond(box, c.status, req:with_headers(c.headers), c.body)
-        req.status = c.status
-      else
-        -- An action that renders nothing answers 204, as a Rails API controller does.
-        box:respond(204, req:with_headers(c.headers), "")
-        req.status = 204
-      end
-      return
+      return answer(req, run(req, merge_params(req, params)))
     end
     -- A Lua handler (mount or function target): handler(req, params) -> status, headers, body
     local h = route.handler
@@ -134,31 +168,13 @@ function _M.new(app)
 
   local chain = middleware.compose(app.middleware or {}, serve)
 
-  return function(box, method, path, query)
-    local t0 = log.enabled("info") and clock()
-    local req = new_request(box, method, path, query, app)
-    local ok, err = xpcall(chain, on_error, req)
-    async.end_scope()
-    if not ok then
-      if errors.is(err, "cancelled") then
-        if req.id then log.bind_request_id(nil) end
-        return
-      end
-      -- As in Rails, an error nobody rescued discards the cookies and session changes.
-      req.cookie_jar = nil
-      local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
-      req.status = status
-      if status >= 500 then
-        log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
-        fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
-      else
-        fail(req, status, (err.message or "Error") .. "\n")
-      end
-    end
-    local after = req.after_response
-    if after then
-      for i = 1, #after do
-        local aok, aerr = xpcall(after[i], on_error)
+  -- What follows every request, answered or failed: after_response hooks, cleanups, the log
+  -- line. Runs unprotected, as the fiber's job: an error here ends the fiber.
+  local function after(req, t0, method, path)
+    local after_response = req.after_response
+    if after_response then
+      for i = 1, #after_response do
+        local aok, aerr = xpcall(after_response[i], on_error)
         if not aok and not errors.is(aerr, "cancelled") then
           log.error(method, " ", path, " [", req.id or "-", "] after_response failed: ",
             type(aerr) == "table" and (aerr.traceback or tostring(aerr)) or aerr)
@@ -182,6 +198,172 @@ function _M.new(app)
     end
     if req.id then log.bind_request_id(nil) end
   end
+
+  -- A request whose middleware, route or action raised `err` (already through on_error).
+  local function failed(req, err, t0, method, path)
+    if errors.is(err, "cancelled") then
+      if req.id then log.bind_request_id(nil) end
+      return
+    end
+    -- As in Rails, an error nobody rescued discards the cookies and session changes.
+    req.cookie_jar = nil
+    local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
+    req.status = status
+    if status >= 500 then
+      log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
+      fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
+    else
+      fail(req, status, (err.message or "Error") .. "\n")
+    end
+    return after(req, t0, method, path)
+  end
+
+  local handler, serve_one
+
+  -- The error handler's part for a controller runner without a protected call: when the
+  -- error comes from inside one (below `stop`, the dispatcher's own frame) and its class
+  -- rescues it, the instance and the handler are left in pending_self and pending_rescue and
+  -- the error as it is; an error it does not rescue keeps the stack where it was raised, as
+  -- the runner's own protected call would keep it. Levels: 1 is this function, 2 the handler
+  -- that called it, 3 the function that raised.
+  local function on_failure(err, stop)
+    local self, h, found = controller.rescue_frame(err, 3, stop)
+    if h then
+      pending_self, pending_rescue = self, h
+      return err
+    end
+    if found then
+      if type(err) == "table" then
+        if err.kind ~= "cancelled" then err.traceback = traceback(tostring(err), 3) end
+        return err
+      end
+      return traceback(tostring(err), 3)
+    end
+    return with_stack(err, 3)
+  end
+
+  local function on_handler_error(err)
+    local e = on_failure(err, handler)
+    return e
+  end
+
+  -- The controller's rescue_from for `err` in instance `c`, then the answer serve would give.
+  local function recover(req, c, h, err)
+    controller.rescue(c, h, err)
+    return answer(req, c)
+  end
+
+  -- After a protected call failed with `err`: when the error handler left a controller rescue
+  -- pending, runs it (protected); returns whether the request is answered and the error.
+  local function try_rescue(req, err)
+    local c, h = pending_self, pending_rescue
+    if c == nil then return false, err end
+    pending_self, pending_rescue = nil, nil
+    return xpcall(recover, on_error, req, c, h, err)
+  end
+
+  -- The handler: one request, its own protected call. Requests handed to the app by another
+  -- app (mount), by rage.test and by the development reloader come this way.
+  handler = function(box, method, path, query)
+    local t0 = log.enabled("info") and clock()
+    local req = new_request(box, method, path, query)
+    local ok, err = xpcall(chain, on_handler_error, req)
+    if not ok then ok, err = try_rescue(req, err) end
+    async.end_scope()
+    if not ok then return failed(req, err, t0, method, path) end
+    return after(req, t0, method, path)
+  end
+
+  -- The fiber job the server runs (app.boot installs it): the same request path, but one
+  -- protected call serves request after request. When a request is done the job yields IDLE
+  -- itself and is handed the next job as the results of that yield, as the fiber body's loop
+  -- would be; the protected call returns only when a request fails or the fiber is given
+  -- another kind of job. So no request returns into a protected call: LuaJIT cannot compile a
+  -- return into one from a trace that did not enter it, and a trace stitched after a C call
+  -- (cjson's encode in render) would end there and leave the rest of the request to the
+  -- interpreter. `cell` tells the error path which request failed.
+  local job, next_request
+
+  -- The request lives in serve_one's locals only, and that frame is gone before the fiber
+  -- yields: a compiled request path whose tables never outlive it lets LuaJIT sink their
+  -- allocations. The error handler finds the request on the stack (find_request, below).
+  serve_one = function(box, method, path, query)
+    local t0 = log.enabled("info") and clock()
+    local req = new_request(box, method, path, query)
+    chain(req)
+    local done = req
+    req = nil   -- from here on an error is not the request's: it ends the fiber (see job)
+    async.end_scope()
+    after(done, t0, method, path)
+  end
+
+  local function serve_fiber(cell, box, method, path, query)
+    serve_one(box, method, path, query)
+    return next_request(cell, yield(IDLE))
+  end
+
+  -- Records in `cell` the request (and its start time) of the serve_one frame an error went
+  -- through, read from that frame's locals before the stack unwinds; nil outside a request.
+  local function find_request(cell)
+    cell.req, cell.t0 = nil, nil
+    local level = 3
+    while true do
+      local info = getinfo(level, "f")
+      if not info then return end
+      if info.func == serve_one then
+        for i = 1, 16 do
+          local name, value = getlocal(level, i)
+          if not name then return end
+          if name == "req" then cell.req = value elseif name == "t0" then cell.t0 = value end
+        end
+        return
+      end
+      level = level + 1
+    end
+  end
+
+  -- Returns (through the protected call, which adds `true`) the other kind of job to run.
+  next_request = function(cell, next_job, ...)
+    if next_job == job then return serve_fiber(cell, ...) end
+    return next_job, pack(...)
+  end
+
+  local function resume(cell, next_job, ...)
+    if next_job == job then return xpcall(serve_fiber, cell.on_error, cell, ...) end
+    return true, next_job, pack(...)
+  end
+
+  job = function(box, method, path, query)
+    local cell = {req = UNSET, t0 = UNSET, on_error = UNSET}
+    cell.on_error = function(err)
+      find_request(cell)
+      local e = on_failure(err, serve_one)
+      return e
+    end
+    local ok, a, b = xpcall(serve_fiber, cell.on_error, cell, box, method, path, query)
+    while true do
+      if ok then
+        a(unpack(b, 1, b.n))   -- another kind of job, run as the fiber body runs jobs
+      else
+        local req = cell.req
+        if req == nil then   -- outside a request's protected part: ends the fiber
+          pending_self, pending_rescue = nil, nil
+          error(a, 0)
+        end
+        cell.req = nil
+        local answered, err = try_rescue(req, a)
+        async.end_scope()
+        if answered then
+          after(req, cell.t0, req.method, req.path)
+        else
+          failed(req, err, cell.t0, req.method, req.path)
+        end
+      end
+      ok, a, b = resume(cell, yield(IDLE))
+    end
+  end
+
+  return handler, job
 end
 
 return _M

@@ -65,12 +65,15 @@ local function substitute(v, depth)
   return copy
 end
 
-local encode = cjson_raise.encode
+local encode, safe_encode = cjson_raise.encode, cjson.encode
 
 -- Encodes `value`; raises a json.encode error for values JSON cannot hold (functions, cycles).
+-- cjson.safe's encode returns nil and the message instead of raising: called directly rather
+-- than under pcall, the C call does not end the JIT trace of the request path (LuaJIT stitches
+-- a new trace after a C function called from Lua, never after one called from pcall).
 function _M.encode(value)
-  local ok, s = pcall(encode, value)
-  if not ok then error(require("rage.errors").new("json.encode", s), 2) end
+  local s, err = safe_encode(value)
+  if s == nil then error(require("rage.errors").new("json.encode", err), 2) end
   local t = type(value)
   if t == "table" then
     if find(s, "e+", 1, true) or (find(s, "{}", 1, true) and has_empty_array(value, 0)) then

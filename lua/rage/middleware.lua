@@ -44,7 +44,8 @@ function _M.request_id()
         prefix = format("%x%04x-", core.pid, random(0, 0xffff))
       end
       counter = counter + 1
-      id = prefix .. counter
+      -- %d formats the counter as an integer; prefix .. counter would go through %.14g.
+      id = format("%s%d", prefix, counter)
     end
     req.id = id
     req.id_header = id   -- as req:add_header("x-request-id", id); see Request:with_headers
@@ -108,6 +109,14 @@ end
 
 -- ---- the default stack ----------------------------------------------------------------------
 
+-- The built-in middleware, which all go on with a tail call (`return nxt(req)`): nothing of
+-- theirs is left on the stack below the route's code (see rage.dispatcher).
+local tail_calling = setmetatable({}, {__mode = "k"})
+
+function _M.tail_calling(mw)
+  return tail_calling[mw] == true
+end
+
 function _M.stack(app)
   local config = app.config
   local mws = {}
@@ -120,6 +129,7 @@ function _M.stack(app)
       mws[#mws + 1] = static.middleware(dir, type(config.static) == "table" and config.static or nil)
     end
   end
+  for i = 1, #mws do tail_calling[mws[i]] = true end
   local user = config.middleware
   if user ~= nil then
     if type(user) ~= "table" then error("config.middleware must be a list of functions", 0) end

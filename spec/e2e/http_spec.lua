@@ -222,6 +222,53 @@ describe("HTTP/1.1 over a socket", function()
     assert.is_truthy(server.wait_for(function() return srv:log():find("the boom action fails on purpose", 1, true) end, 2))
   end)
 
+  -- The server's fibers run the dispatcher's fiber job, which serves request after request
+  -- under one protected call: a failed request must leave the fiber serving the next ones.
+  it("keeps serving after failures, on the fibers it reuses", function()
+    local before = count()
+    for _ = 1, 25 do
+      local c = connect()   -- the fixture allows 5 requests per connection
+      finally(function() c:close() end)
+      assert(c:send(build("GET", "/boom")))
+      assert.equal(500, assert(c:read_response()).status)
+      assert(c:send(build("GET", "/touch")))
+      assert.equal(200, assert(c:read_response()).status)
+      assert(c:send(build("GET", "/slow?ms=1")))
+      assert.equal(200, assert(c:read_response()).status)
+    end
+    assert.equal(before + 25, count())
+    assert.is_truthy(server.wait_for(function() return srv:log():find("stack traceback:", 1, true) end, 2))
+  end)
+
+  -- A controller with rescue_from runs without a protected call of its own when only the
+  -- built-in middleware stand before it: the dispatcher's error handler does the rescue.
+  it("rescues errors with rescue_from, and answers 500 for what it does not rescue", function()
+    local function get(mode)
+      local res = assert(client.request(srv.port, "GET", "/rescued?mode=" .. mode))
+      return res.status, res.body, res.headers
+    end
+    for _ = 1, 3 do
+      local status, body, headers = get("rescue")
+      assert.equal(409, status)
+      assert.same({rescued = "raised on purpose"}, client.json(body))
+      assert.is_string(headers["x-request-id"])
+      status, body = get("after_render")
+      assert.equal(409, status)
+      assert.same({rescued = "raised after render"}, client.json(body))
+      status, body = get("plain")
+      assert.equal(500, status)
+      assert.not_matches("nobody rescues", body)
+      assert.equal(500, (get("handler_fails")))
+      status, body = get("ok")
+      assert.equal(200, status)
+      assert.same({ok = true}, client.json(body))
+    end
+    assert.is_truthy(server.wait_for(function()
+      local log = srv:log()
+      return log:find("a plain error nobody rescues", 1, true) and log:find("the rescue handler fails on purpose", 1, true)
+    end, 2))
+  end)
+
   it("answers 404 for an unknown path and 405 with Allow for a wrong method", function()
     local c = connect()
     finally(function() c:close() end)

@@ -180,6 +180,32 @@ describe("rage.dispatcher", function()
       assert.equal(1, n)
     end)
 
+    it("rescue in the controller, and run a middleware's code after nxt, for a rescued error", function()
+      local Boom = rage.controller("boom")
+      Boom:rescue_from("payment", function(self, err) self:render{plain = err.message, status = 402} end)
+      function Boom:show() rage.error("payment.declined", "card refused") end
+      local r = router.new()
+      r:draw(function(d) d:get("/boom", "boom#show") end)
+      r:compile()
+      dispatcher.prepare(r, controller.registry)
+      local after_nxt = 0
+      -- A middleware of the app's own that does something after nxt returns: the controller
+      -- must rescue inside it, not after unwinding it.
+      local handler = dispatcher.new({router = r, middleware = {function(req, nxt)
+        nxt(req)
+        after_nxt = after_nxt + 1
+      end}})
+      local res = t.request({router = r, handler = handler}, "GET", "/boom")
+      assert.equal(402, res.status)
+      assert.equal("card refused", res.body)
+      assert.equal(1, after_nxt)
+      -- Without middleware of the app's own the dispatcher does the rescue: the same answer.
+      res = t.request(app(function(d) d:get("/boom", "boom#show") end), "GET", "/boom")
+      assert.equal(402, res.status)
+      assert.equal("card refused", res.body)
+      assert.same({}, logged)
+    end)
+
     it("answer an error object's own 4xx status with its message", function()
       local Echo = rage.controller("echo")
       function Echo:create() self:render{json = self.request:json()} end
