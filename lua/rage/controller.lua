@@ -557,6 +557,23 @@ local function new_instance(mt, req, params)
                        status = UNSET, body = UNSET, __rendered = UNSET}, mt)
 end
 
+-- The runner for `action` kept in the class's table `field`, made by make() the first time.
+local function cached(class, field, action, make)
+  local cache = rawget(class, field)
+  if not cache then
+    cache = {}
+    class[field] = cache
+  end
+  local run = cache[action]
+  if not run then
+    run = make()
+    cache[action] = run
+  end
+  return run
+end
+
+local compile_runner
+
 -- Runners made by compile_open, mapped to their class: a caller's error handler finds them on
 -- the stack (see rescue_frame).
 local open_runners = setmetatable({}, {__mode = "k"})
@@ -568,23 +585,17 @@ local open_runners = setmetatable({}, {__mode = "k"})
 -- a trace that starts after a C call in the action (cjson's encode) can return through it.
 function _M.compile_open(class, action)
   if #class.__rescuers == 0 then return _M.compile(class, action) end
-  local cache = rawget(class, "__compiled_open")
-  if not cache then
-    cache = {}
-    class.__compiled_open = cache
-  end
-  local run = cache[action]
-  if run then return run end
-  local chain = compile_action(class, action)
-  local mt = instance_mt(class)
-  run = function(req, params)
-    local self = new_instance(mt, req, params)
-    chain(self)
-    return self
-  end
-  open_runners[run] = class
-  cache[action] = run
-  return run
+  return cached(class, "__compiled_open", action, function()
+    local chain = compile_action(class, action)
+    local mt = instance_mt(class)
+    local run = function(req, params)
+      local self = new_instance(mt, req, params)
+      chain(self)
+      return self
+    end
+    open_runners[run] = class
+    return run
+  end)
 end
 
 -- For an error handler that runs while `err` unwinds (levels from `level` up): when the error
@@ -617,13 +628,12 @@ end
 -- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
 -- body). Compiled once and cached on the class.
 function _M.compile(class, action)
-  local cache = rawget(class, "__compiled")
-  if not cache then
-    cache = {}
-    class.__compiled = cache
-  end
-  local run = cache[action]
-  if run then return run end
+  return cached(class, "__compiled", action, function() return compile_runner(class, action) end)
+end
+
+-- The runner of class#action with its own protected call when the class has rescue_from.
+function compile_runner(class, action)
+  local run
   local chain = compile_action(class, action)
   local mt = instance_mt(class)
   local has_rescue = #class.__rescuers > 0
@@ -655,7 +665,6 @@ function _M.compile(class, action)
       return self
     end
   end
-  cache[action] = run
   return run
 end
 
