@@ -1,13 +1,12 @@
 /*
  * pg.c - the PostgreSQL connection driver (see pg.h): libpq in non-blocking mode under a
- * uv_poll_t, and error kinds from SQLSTATEs. Result objects and the decoding of their rows into
- * Lua values are in pg_result.c.
+ * uv_poll_t, running statements (alone or pipelined) and the prepared-statement cache.
+ * Connecting and host name lookups are in pg_connect.c, SQLSTATEs and error objects in
+ * pg_error.c, result objects and the decoding of their rows into Lua values in pg_result.c.
  *
- * Connecting: PQconnectStartParams(), then PQconnectPoll() each time the socket is ready in
- * the direction it asked for. libpq may close the socket and open another (the next address of
- * a host, a retry without SSL); a new socket can get the old one's number, so the poll handle is
- * re-created whenever the descriptor or its inode changes. libpq enforces connect_timeout only
- * in its blocking calls: the pool bounds a connection attempt with its own timer.
+ * The poll handle: libpq may close the socket and open another (the next address of a host, a
+ * retry without SSL); a new socket can get the old one's number, so the poll handle is
+ * re-created whenever the descriptor or its inode changes.
  *
  * Running a statement: PQsendQueryParams() (text parameters, text results), PQflush() until
  * the output is sent (watching for readability meanwhile, as libpq asks), then on every
@@ -15,22 +14,14 @@
  * The callback fires when PQgetResult() returns NULL: the connection is idle again, and its
  * poll handle is closed. Any libpq call may drop the socket when the server goes away; the poll
  * handle is closed right after such a call, before another descriptor can take its number.
- *
- * Host names: libpq resolves them with a blocking getaddrinfo() inside PQconnectStartParams,
- * so a single host name is looked up first with uv_getaddrinfo (libuv's thread pool) and libpq
- * gets the addresses as hostaddr, the name staying as host (see rage__pg_conn_connect in pg.h).
  */
 #include "pg.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <lauxlib.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -49,7 +40,7 @@ static void on_watch_closed(uv_handle_t *h) {
   free(h->data);
 }
 
-static void watch_close(rage__pg_conn_t *c) {
+void rage__pg_watch_close(rage__pg_conn_t *c) {
   watch_t *w = c->watch;
   if (w == NULL) return;
   c->watch = NULL;
@@ -67,10 +58,10 @@ static uint64_t socket_ino(int fd) {
 static void on_poll(uv_poll_t *h, int status, int events);
 
 /* Polls libpq's current socket for `events`. Returns 0 or a negative libuv error. */
-static int watch(rage__pg_conn_t *c, int events) {
+int rage__pg_watch(rage__pg_conn_t *c, int events) {
   int fd = PQsocket(c->pg);
   if (fd < 0) return UV_EBADF;
-  if (c->watch && (fd != c->fd || socket_ino(fd) != c->ino)) watch_close(c);
+  if (c->watch && (fd != c->fd || socket_ino(fd) != c->ino)) rage__pg_watch_close(c);
   if (c->watch == NULL) {
     watch_t *w = rage__malloc(sizeof(*w));
     int r = uv_poll_init(c->loop, &w->poll, fd);
@@ -91,13 +82,13 @@ static int watch(rage__pg_conn_t *c, int events) {
 }
 
 /* After a libpq call that may have dropped the socket: stop polling a descriptor that is gone. */
-static void check_socket(rage__pg_conn_t *c) {
-  if (c->watch && PQsocket(c->pg) != c->fd) watch_close(c);
+void rage__pg_check_socket(rage__pg_conn_t *c) {
+  if (c->watch && PQsocket(c->pg) != c->fd) rage__pg_watch_close(c);
 }
 
 /* ---- notices ---------------------------------------------------------------------------- */
 
-static void on_notice(void *arg, const char *message) {
+void rage__pg_on_notice(void *arg, const char *message) {
   size_t n = strlen(message);
   while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' ')) n--;
   rage__log(RAGE_LOG_DEBUG, "postgres: %.*s", (int)n, message);
@@ -279,260 +270,6 @@ static int send_cached(rage__pg_conn_t *c, req_t *q, const char *sql, int n,
   return PQpipelineSync(c->pg);
 }
 
-/* ---- connecting ------------------------------------------------------------------------- */
-
-static void free_strings(char **a, int n);
-static int count_keys(char **keys);
-
-static void connect_done(rage__pg_conn_t *c, int ok) {
-  c->connecting = 0;
-  watch_close(c);
-  if (ok) {
-    if (PQsetnonblocking(c->pg, 1) != 0) ok = 0;
-  }
-  int n = count_keys(c->keys);
-  free_strings(c->keys, n);
-  free_strings(c->values, n);
-  c->keys = c->values = NULL;
-  if (!ok) c->broken = 1;
-  rage__pg_connect_cb cb = c->on_connect;
-  c->on_connect = NULL;
-  cb(c, ok, c->data);
-}
-
-static void connect_step(rage__pg_conn_t *c) {
-  PostgresPollingStatusType st = PQconnectPoll(c->pg);
-  int r = 0;
-  switch (st) {
-  case PGRES_POLLING_READING:
-    r = watch(c, UV_READABLE);
-    break;
-  case PGRES_POLLING_WRITING:
-    r = watch(c, UV_WRITABLE);
-    break;
-  case PGRES_POLLING_OK:
-    connect_done(c, 1);
-    return;
-  default:
-    check_socket(c);
-    connect_done(c, 0);
-    return;
-  }
-  if (r != 0) {
-    check_socket(c);
-    connect_done(c, 0);
-  }
-}
-
-/* ---- resolving the host name ------------------------------------------------------------ */
-
-typedef struct rage__pg_resolve_s {
-  uv_getaddrinfo_t req;
-  rage__pg_conn_t *conn; /* NULL once the connection was abandoned */
-} resolve_t;
-
-#define MAX_ADDRS 8
-
-static int is_url(const char *s) {
-  return strchr(s, '=') != NULL || strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0;
-}
-
-/* The host name that the loop should look up before libpq starts, or NULL (an IP address, a
- * socket directory, several hosts, hostaddr given, nothing given). Follows libpq's order: an
- * expanded dbname overrides what comes before it, later parameters override it, and the
- * environment fills what is missing. Returns -1 with a message in `err` for a dbname URL or
- * connection string that libpq would refuse. */
-static int host_to_resolve(const char *const *keys, const char *const *values, char **out, char *err,
-                           size_t errlen) {
-  const char *host = NULL, *hostaddr = NULL, *port = NULL;
-  PQconninfoOption *parsed = NULL;
-  *out = NULL;
-  for (int i = 0; keys[i]; i++) {
-    const char *v = values[i];
-    if (v == NULL) continue;
-    if (strcmp(keys[i], "dbname") == 0 && parsed == NULL && is_url(v)) {
-      char *e = NULL;
-      parsed = PQconninfoParse(v, &e);
-      if (parsed == NULL) {
-        snprintf(err, errlen, "%s", e ? e : "out of memory");
-        if (e) PQfreemem(e);
-        return -1;
-      }
-      for (PQconninfoOption *o = parsed; o->keyword; o++) {
-        if (o->val == NULL || o->val[0] == '\0') continue;
-        if (strcmp(o->keyword, "host") == 0) host = o->val;
-        else if (strcmp(o->keyword, "hostaddr") == 0) hostaddr = o->val;
-        else if (strcmp(o->keyword, "port") == 0) port = o->val;
-      }
-    } else if (strcmp(keys[i], "host") == 0) {
-      host = v;
-    } else if (strcmp(keys[i], "hostaddr") == 0) {
-      hostaddr = v;
-    } else if (strcmp(keys[i], "port") == 0) {
-      port = v;
-    }
-  }
-  if (host == NULL) host = getenv("PGHOST");
-  if (hostaddr == NULL) hostaddr = getenv("PGHOSTADDR");
-  if (port == NULL) port = getenv("PGPORT");
-  unsigned char buf[sizeof(struct in6_addr)];
-  if ((hostaddr == NULL || hostaddr[0] == '\0') && host && host[0] != '\0' && host[0] != '/' && host[0] != '@' &&
-      strchr(host, ',') == NULL && (port == NULL || strchr(port, ',') == NULL) &&
-      inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
-    *out = rage__strndup(host, strlen(host));
-  if (parsed) PQconninfoFree(parsed);
-  return 0;
-}
-
-static char **copy_strings(const char *const *a, int n) {
-  char **out = rage__calloc((size_t)n + 1, sizeof(char *));
-  for (int i = 0; i < n; i++) out[i] = a[i] ? rage__strndup(a[i], strlen(a[i])) : NULL;
-  return out;
-}
-
-static void free_strings(char **a, int n) {
-  if (a == NULL) return;
-  for (int i = 0; i < n; i++) free(a[i]);
-  free(a);
-}
-
-static int count_keys(char **keys) {
-  int n = 0;
-  if (keys)
-    while (keys[n]) n++;
-  return n;
-}
-
-/* Starts libpq on the kept parameters, plus host and hostaddr lists when they were looked up.
- * Returns 0, or a negative error with a message in `err`. */
-static int start_libpq(rage__pg_conn_t *c, const char *hosts, const char *addrs, char *err, size_t errlen) {
-  int n = count_keys(c->keys);
-  const char **keys = rage__calloc((size_t)n + 3, sizeof(char *));
-  const char **values = rage__calloc((size_t)n + 3, sizeof(char *));
-  for (int i = 0; i < n; i++) {
-    keys[i] = c->keys[i];
-    values[i] = c->values[i];
-  }
-  if (hosts) {
-    keys[n] = "host";
-    values[n++] = hosts;
-    keys[n] = "hostaddr";
-    values[n++] = addrs;
-  }
-  PGconn *pg = PQconnectStartParams(keys, values, 1);
-  free(keys);
-  free(values);
-  if (pg == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return UV_ENOMEM;
-  }
-  if (PQstatus(pg) == CONNECTION_BAD) {
-    snprintf(err, errlen, "%s", PQerrorMessage(pg));
-    PQfinish(pg);
-    return RAGE_EINVAL;
-  }
-  PQsetNoticeProcessor(pg, on_notice, NULL);
-  c->pg = pg;
-  /* libpq's state machine starts as if PQconnectPoll had asked for writability. */
-  int r = watch(c, UV_WRITABLE);
-  if (r != 0) {
-    snprintf(err, errlen, "cannot poll the connection's socket: %s", uv_strerror(r));
-    watch_close(c);
-    return r;
-  }
-  return 0;
-}
-
-static void conn_free(rage__pg_conn_t *c);
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  resolve_t *rs = (resolve_t *)req;
-  rage__pg_conn_t *c = rs->conn;
-  free(rs);
-  if (c == NULL) {
-    uv_freeaddrinfo(res);
-    return;
-  }
-  c->resolve = NULL;
-  c->resolved = 1;
-  c->dispatching++;
-  if (status != 0) {
-    snprintf(c->error, sizeof(c->error), "could not translate host name \"%s\" to address: %s", c->host,
-             uv_strerror(status));
-  } else {
-    /* Every address, in getaddrinfo's order, each paired with the name. */
-    char addrs[MAX_ADDRS * (INET6_ADDRSTRLEN + 1)];
-    size_t hlen = strlen(c->host), alen = 0;
-    char *hosts = rage__malloc(MAX_ADDRS * (hlen + 1));
-    size_t hused = 0;
-    int n = 0;
-    addrs[0] = '\0';
-    for (struct addrinfo *ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
-      char name[INET6_ADDRSTRLEN];
-      if (ai->ai_family == AF_INET) uv_ip4_name((struct sockaddr_in *)ai->ai_addr, name, sizeof(name));
-      else if (ai->ai_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, name, sizeof(name));
-      else continue;
-      alen += (size_t)snprintf(addrs + alen, sizeof(addrs) - alen, "%s%s", n ? "," : "", name);
-      if (n) hosts[hused++] = ',';
-      memcpy(hosts + hused, c->host, hlen);
-      hused += hlen;
-      n++;
-    }
-    hosts[hused] = '\0';
-    if (n == 0) snprintf(c->error, sizeof(c->error), "host name \"%s\" has no IP address", c->host);
-    else if (start_libpq(c, hosts, addrs, c->error, sizeof(c->error)) == 0) c->error[0] = '\0';
-    free(hosts);
-  }
-  uv_freeaddrinfo(res);
-  if (c->error[0]) connect_done(c, 0);
-  if (--c->dispatching == 0 && c->close_pending) conn_free(c);
-}
-
-int rage__pg_conn_connect(rage__pg_conn_t **out, uv_loop_t *loop, const char *const *keys,
-                          const char *const *values, rage__pg_connect_cb cb, void *data,
-                          char *err, size_t errlen) {
-  char *host;
-  if (host_to_resolve(keys, values, &host, err, errlen) != 0) return RAGE_EINVAL;
-  int n = 0;
-  while (keys[n]) n++;
-  rage__pg_conn_t *c = rage__calloc(1, sizeof(*c));
-  c->loop = loop;
-  c->fd = -1;
-  c->connecting = 1;
-  c->max_stmts = RAGE_PG_STATEMENT_CACHE;
-  c->on_connect = cb;
-  c->data = data;
-  c->created_ms = uv_now(loop);
-  c->keys = copy_strings(keys, n);
-  c->values = copy_strings(values, n);
-  c->host = host;
-  int r;
-  if (host) {
-    resolve_t *rs = rage__calloc(1, sizeof(*rs));
-    rs->conn = c;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    r = uv_getaddrinfo(loop, &rs->req, on_resolved, host, NULL, &hints);
-    if (r == 0) c->resolve = rs;
-    else {
-      free(rs);
-      snprintf(err, errlen, "cannot look up \"%s\": %s", host, uv_strerror(r));
-    }
-  } else {
-    r = start_libpq(c, NULL, NULL, err, errlen);
-  }
-  if (r != 0) {
-    PQfinish(c->pg);
-    c->pg = NULL;
-    conn_free(c);
-    return r;
-  }
-  *out = c;
-  return 0;
-}
-
 /* ---- statements ------------------------------------------------------------------------- */
 
 /* Commands whose effect outlives the statement: the connection needs a reset before another
@@ -593,7 +330,7 @@ static void result_done(rage__pg_conn_t *c, PGresult *res) {
   if (c->inflight == 0) {
     c->shared = 0;
     if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && !c->broken && !PQexitPipelineMode(c->pg)) c->broken = 1;
-    watch_close(c);
+    rage__pg_watch_close(c);
   }
   if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
   rage__pg_result_cb cb = q->cb;
@@ -611,8 +348,8 @@ static void result_failed(rage__pg_conn_t *c, const char *why) {
            why ? why : "");
   c->broken = 1;
   c->shared = 0;
-  check_socket(c);
-  watch_close(c);
+  rage__pg_check_socket(c);
+  rage__pg_watch_close(c);
   while (c->head && !c->close_pending) {
     req_t *q = c->head;
     PGresult *res = NULL;
@@ -662,7 +399,7 @@ static void collect(rage__pg_conn_t *c) {
   while (c->head && !c->close_pending && !c->broken && !PQisBusy(c->pg)) {
     req_t *q = c->head;
     PGresult *r = PQgetResult(c->pg);
-    check_socket(c);
+    rage__pg_check_socket(c);
     if (r == NULL) {
       if (q->pipeline && PQstatus(c->pg) == CONNECTION_OK && q->pipe_at <= q->pipe_exec) {
         q->pipe_at++;
@@ -708,19 +445,19 @@ static void query_step(rage__pg_conn_t *c, int status, int events) {
   }
   if (events & UV_WRITABLE) {
     int r = PQflush(c->pg);
-    check_socket(c);
+    rage__pg_check_socket(c);
     if (r < 0) {
       result_failed(c, NULL);
       return;
     }
-    if (r == 0 && watch(c, UV_READABLE) != 0) {
+    if (r == 0 && rage__pg_watch(c, UV_READABLE) != 0) {
       result_failed(c, "cannot poll the socket");
       return;
     }
   }
   if (events & UV_READABLE) {
     if (!PQconsumeInput(c->pg)) {
-      check_socket(c);
+      rage__pg_check_socket(c);
       /* What was read before the failure may hold the server's reason (57P01...). */
       while (c->head && c->head->first_error == NULL) {
         PGresult *r = PQisBusy(c->pg) ? NULL : PQgetResult(c->pg);
@@ -731,7 +468,7 @@ static void query_step(rage__pg_conn_t *c, int status, int events) {
       result_failed(c, NULL);
       return;
     }
-    check_socket(c);
+    rage__pg_check_socket(c);
   }
   collect(c);
 }
@@ -742,10 +479,10 @@ static void wait_step(rage__pg_conn_t *c, int status) {
   PGnotify *n = NULL;
   if (status < 0 || !PQconsumeInput(c->pg)) c->broken = 1;
   else n = PQnotifies(c->pg);
-  check_socket(c);
+  rage__pg_check_socket(c);
   if (n == NULL && !c->broken) return; /* a notice or a parameter change: keep waiting */
   c->waiting = 0;
-  watch_close(c);
+  rage__pg_watch_close(c);
   rage__pg_notify_cb cb = c->on_notify;
   c->on_notify = NULL;
   cb(c, n, c->data);
@@ -753,9 +490,9 @@ static void wait_step(rage__pg_conn_t *c, int status) {
 
 int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data) {
   if (c->broken || c->busy || c->connecting || c->waiting) return -1;
-  if (watch(c, UV_READABLE) != 0) {
-    check_socket(c);
-    watch_close(c);
+  if (rage__pg_watch(c, UV_READABLE) != 0) {
+    rage__pg_check_socket(c);
+    rage__pg_watch_close(c);
     return -1;
   }
   c->waiting = 1;
@@ -764,19 +501,17 @@ int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data) {
   return 0;
 }
 
-static void conn_free(rage__pg_conn_t *c);
-
 static void on_poll(uv_poll_t *h, int status, int events) {
   watch_t *w = h->data;
   rage__pg_conn_t *c = w->conn;
   if (c == NULL) return;
   /* Callbacks may close the connection: it is freed when they are all done. */
   c->dispatching++;
-  if (c->connecting) connect_step(c);
+  if (c->connecting) rage__pg_connect_step(c);
   else if (c->busy) query_step(c, status, events);
   else if (c->waiting) wait_step(c, status);
-  else watch_close(c);
-  if (--c->dispatching == 0 && c->close_pending) conn_free(c);
+  else rage__pg_watch_close(c);
+  if (--c->dispatching == 0 && c->close_pending) rage__pg_conn_free(c);
 }
 
 int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const char *const *values,
@@ -816,9 +551,9 @@ int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const c
   c->live++;
   c->busy = 1;
   int r = ok ? PQflush(c->pg) : -1;
-  if (r >= 0 && watch(c, r == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE) != 0) r = -1;
+  if (r >= 0 && rage__pg_watch(c, r == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE) != 0) r = -1;
   if (r < 0) {
-    check_socket(c);
+    rage__pg_check_socket(c);
     c->broken = 1;
     c->shared = 0;
     if (c->error[0] == '\0') snprintf(c->error, sizeof(c->error), "connection failed: %s", PQerrorMessage(c->pg));
@@ -836,7 +571,7 @@ int rage__pg_conn_send(rage__pg_conn_t *c, const char *sql, int nparams, const c
     c->busy = c->inflight > 0;
     q->cb = NULL;
     req_free(c, q);
-    if (!c->busy) watch_close(c);
+    if (!c->busy) rage__pg_watch_close(c);
     return -1;
   }
   if (c->inflight == 1) c->error[0] = '\0';
@@ -857,13 +592,8 @@ unsigned rage__pg_conn_forget(rage__pg_conn_t *c, void *data) {
 }
 
 void rage__pg_conn_abandon(rage__pg_conn_t *c) {
-  watch_close(c);
-  if (c->resolve) {
-    /* The lookup's callback frees it; it may already run on the thread pool. */
-    c->resolve->conn = NULL;
-    uv_cancel((uv_req_t *)&c->resolve->req);
-    c->resolve = NULL;
-  }
+  rage__pg_watch_close(c);
+  rage__pg_connect_abandon(c);
   c->on_connect = NULL;
   c->on_notify = NULL;
   if (c->busy || c->connecting) c->broken = 1;
@@ -944,11 +674,8 @@ const char *rage__pg_conn_message(rage__pg_conn_t *c) {
   return PQerrorMessage(c->pg);
 }
 
-static void conn_free(rage__pg_conn_t *c) {
-  int n = count_keys(c->keys);
-  free_strings(c->keys, n);
-  free_strings(c->values, n);
-  free(c->host);
+void rage__pg_conn_free(rage__pg_conn_t *c) {
+  rage__pg_connect_free(c);
   stmts_clear(c);
   free(c->unprepare);
   free(c);
@@ -961,93 +688,5 @@ void rage__pg_conn_close(rage__pg_conn_t *c) {
   PQfinish(c->pg);
   c->pg = NULL;
   if (c->dispatching) c->close_pending = 1;
-  else conn_free(c);
-}
-
-/* ---- errors ----------------------------------------------------------------------------- */
-
-const char *rage__pg_error_kind(const char *s, int lost) {
-  if (s == NULL || strlen(s) != 5) return lost ? "db.connection" : "db.error";
-  if (strcmp(s, "23505") == 0) return "db.unique_violation";
-  if (strcmp(s, "23503") == 0) return "db.foreign_key_violation";
-  if (strcmp(s, "23502") == 0) return "db.not_null_violation";
-  if (strcmp(s, "23514") == 0) return "db.check_violation";
-  if (strcmp(s, "40001") == 0) return "db.serialization_failure";
-  if (strcmp(s, "40P01") == 0) return "db.deadlock";
-  if (strcmp(s, "57014") == 0) return "db.timeout";
-  /* admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections: the connection
-   * is gone or could not be had. */
-  if (strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 ||
-      strcmp(s, "53300") == 0)
-    return "db.connection";
-  /* protocol_violation: the parameters do not match the statement's (a caller's mistake). */
-  if (strcmp(s, "08P01") == 0) return "db.syntax";
-  if (strncmp(s, "08", 2) == 0) return "db.connection";
-  if (strncmp(s, "42", 2) == 0) return "db.syntax";
-  if (strncmp(s, "23", 2) == 0) return "db.integrity";
-  if (strncmp(s, "22", 2) == 0) return "db.data";
-  if (strncmp(s, "25", 2) == 0) return "db.transaction_state";
-  if (strncmp(s, "28", 2) == 0) return "db.connection"; /* authentication */
-  if (strncmp(s, "3D", 2) == 0) return "db.connection"; /* no such database */
-  return lost ? "db.connection" : "db.error";
-}
-
-/* Errors after which a request should answer 503: the database, not the request, is at fault. */
-static int unavailable(const char *kind) {
-  return strcmp(kind, "db.connection") == 0 || strcmp(kind, "db.pool_timeout") == 0 ||
-         strcmp(kind, "db.timeout") == 0;
-}
-
-static void set_field(lua_State *L, const PGresult *res, int code, const char *name) {
-  const char *v = PQresultErrorField(res, code);
-  if (v == NULL) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, name);
-}
-
-static void push_trimmed(lua_State *L, const char *s) {
-  size_t n = strlen(s);
-  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ')) n--;
-  lua_pushlstring(L, s, n);
-}
-
-int rage__pg_push_error(lua_State *L, const PGresult *res, int lost) {
-  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-  const char *kind = rage__pg_error_kind(state, lost);
-  const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-  lua_pushnil(L);
-  lua_pushstring(L, kind);
-  if (primary) push_trimmed(L, primary);
-  else push_trimmed(L, *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : "the database connection failed");
-  lua_createtable(L, 0, 8);
-  set_field(L, res, PG_DIAG_SQLSTATE, "sqlstate");
-  set_field(L, res, PG_DIAG_MESSAGE_DETAIL, "detail");
-  set_field(L, res, PG_DIAG_MESSAGE_HINT, "hint");
-  set_field(L, res, PG_DIAG_CONSTRAINT_NAME, "constraint");
-  set_field(L, res, PG_DIAG_TABLE_NAME, "table");
-  set_field(L, res, PG_DIAG_COLUMN_NAME, "column");
-  set_field(L, res, PG_DIAG_SCHEMA_NAME, "schema");
-  set_field(L, res, PG_DIAG_SEVERITY_NONLOCALIZED, "severity");
-  const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
-  if (pos) {
-    lua_pushinteger(L, atoi(pos));
-    lua_setfield(L, -2, "position");
-  }
-  if (unavailable(kind)) {
-    lua_pushinteger(L, 503);
-    lua_setfield(L, -2, "status");
-  }
-  return 4;
-}
-
-int rage__pg_push_client_error(lua_State *L, const char *kind, const char *message) {
-  lua_pushnil(L);
-  lua_pushstring(L, kind);
-  push_trimmed(L, message);
-  lua_createtable(L, 0, 1);
-  if (unavailable(kind)) {
-    lua_pushinteger(L, 503);
-    lua_setfield(L, -2, "status");
-  }
-  return 4;
+  else rage__pg_conn_free(c);
 }

@@ -173,6 +173,17 @@ int rage__pg_push_client_error(lua_State *L, const char *kind, const char *messa
  * decode(null, array_mt, json_decode) returns rows, columns, affected, command tag. */
 void rage__pg_push_result(lua_State *L, PGresult *res);
 
+/* Between the driver's files, pg.c (the socket and statements) and pg_connect.c (opening a
+ * connection): not for other callers. */
+int rage__pg_watch(rage__pg_conn_t *c, int events);   /* poll the socket for `events` */
+void rage__pg_watch_close(rage__pg_conn_t *c);
+void rage__pg_check_socket(rage__pg_conn_t *c);       /* libpq dropped the socket: stop polling it */
+void rage__pg_on_notice(void *arg, const char *message);
+void rage__pg_conn_free(rage__pg_conn_t *c);
+void rage__pg_connect_step(rage__pg_conn_t *c);       /* the socket is ready while connecting */
+void rage__pg_connect_abandon(rage__pg_conn_t *c);    /* forget a host name lookup in flight */
+void rage__pg_connect_free(rage__pg_conn_t *c);       /* free the connection parameters */
+
 /* Registers the metatables of result, pool and lease objects; `rt` is the runtime. */
 void rage__pg_open(lua_State *L, void *rt);
 
