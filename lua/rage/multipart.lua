@@ -38,17 +38,12 @@ local function header_param(value, name)
 end
 
 -- A window over the body: `buf` holds the unconsumed bytes; more() appends the next chunk.
-local function reader(box)
-  local r = {buf = "", off = 0, eof = false}
-  local size = box:body_size()
+local function reader(req)
+  local r = {buf = ""}
+  local next_chunk = req:each_body_chunk(_M.chunk_size)
   function r.more()
-    if r.eof then return false end
-    local chunk = r.off < size and box:body_read(r.off, _M.chunk_size)
-    if not chunk then
-      r.eof = true
-      return false
-    end
-    r.off = r.off + #chunk
+    local chunk = next_chunk()
+    if not chunk then return false end
     r.buf = r.buf .. chunk
     return true
   end
@@ -105,12 +100,11 @@ end
 
 -- Parses the request's body; returns the params table.
 function _M.parse(req)
-  local box = req.box
-  local boundary = boundary_of(box:header("content-type") or "")
+  local boundary = boundary_of(req.box:header("content-type") or "")
   if not boundary then bad("multipart/form-data without a usable boundary") end
   local delim = "--" .. boundary
   local sep = "\r\n" .. delim           -- ends every part's data
-  local r = reader(box)
+  local r = reader(req)
   local out = {}
 
   -- The preamble, up to the first delimiter (kept short: only a tail that could start it).
