@@ -80,6 +80,8 @@ typedef struct rage_server_config_s {
   size_t output_high_water;   /* queued output per connection before reading/writers pause */
   unsigned max_connections;   /* per worker; past it, accepting pauses until some close */
   uint64_t drain_timeout;     /* graceful shutdown bound; then in-flight requests are cut */
+  int request_id;             /* 1: every response carries X-Request-Id, the request's own when it
+                                 is safe (at most 128 of A-Z a-z 0-9 - _ . : @), else a new one */
   /* Per-route overrides of max_body: the longest matching prefix wins. The array and its strings
    * must outlive the server; for limits set by an app's config the runtime owns them. */
   const rage_body_limit_t *body_limits;

@@ -281,6 +281,15 @@ static int req_send_file(lua_State *L) {
   return 1;
 }
 
+/* box:request_id(): the id the response carries (made the first time it is asked for). */
+static int req_request_id(lua_State *L) {
+  rage__req_t *req = check_req(L);
+  size_t len;
+  const char *id = rage__req_id(req, &len);
+  lua_pushlstring(L, id, len);
+  return 1;
+}
+
 static int req_tostring(lua_State *L) {
   void **box = luaL_checkudata(L, 1, "rage.request");
   if (*box == NULL) {
@@ -307,6 +316,7 @@ static const luaL_Reg req_methods[] = {
     {"write", req_write},
     {"finish", req_finish},
     {"send_file", req_send_file},
+    {"request_id", req_request_id},
     {NULL, NULL},
 };
 
@@ -449,6 +459,8 @@ typedef struct {
   const char *(*header)(void *const *box, const char *name, size_t len, size_t *value_len);
   int (*respond)(void *const *box, int status, const rage_header_t *headers, size_t nheaders,
                  const char *body, size_t body_len, const char **err);
+  size_t (*json_plain)(const char *s, size_t len);
+  size_t (*json_quote)(const char *s, size_t len, char *out);
 } leaf_api_t;
 
 static double leaf_now(const rage_runtime_t *rt) {
@@ -492,8 +504,66 @@ static int leaf_respond(void *const *box, int status, const rage_header_t *heade
   return rage__req_respond(req, status, headers, nheaders, body, body_len, err);
 }
 
-static const leaf_api_t leaf_api = {1, leaf_now, leaf_fiber_id, leaf_responded, leaf_header,
-                                    leaf_respond};
+/* JSON strings, for rage.json's encoder: the bytes JSON needs escaped are the control
+ * characters, '"', '\\', and, as lua-cjson writes them, '/' and DEL. */
+static const unsigned char json_escaped[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['/'] = 1, ['\\'] = 1, [127] = 1,
+};
+
+/* The length of the prefix of s that needs no escaping: len when none of it does. */
+static size_t leaf_json_plain(const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len && !json_escaped[p[i]]) i++;
+  return i;
+}
+
+/* Writes s as a quoted JSON string to out (room for 6 * len + 2 bytes); returns its length. */
+static size_t leaf_json_quote(const char *s, size_t len, char *out) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  char *o = out;
+  *o++ = '"';
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = p[i];
+    if (!json_escaped[c]) {
+      *o++ = (char)c;
+      continue;
+    }
+    *o++ = '\\';
+    switch (c) {
+    case '"': case '\\': case '/': *o++ = (char)c; break;
+    case '\b': *o++ = 'b'; break;
+    case '\f': *o++ = 'f'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+      *o++ = 'u';
+      *o++ = '0';
+      *o++ = '0';
+      *o++ = hex[c >> 4];
+      *o++ = hex[c & 15];
+    }
+  }
+  *o++ = '"';
+  return (size_t)(o - out);
+}
+
+static const leaf_api_t leaf_api = {2,           leaf_now,        leaf_fiber_id,  leaf_responded,
+                                    leaf_header, leaf_respond,    leaf_json_plain, leaf_json_quote};
+
+/* core.request_id(): the id of the request the calling fiber serves, or nil (outside a
+ * request's fiber, or when the server gives requests no ids). */
+static int core_request_id(lua_State *L) {
+  rage__req_t *req = rage__runtime_current_request(RT(L));
+  if (req == NULL || !req->want_id) return 0;
+  size_t len;
+  const char *id = rage__req_id(req, &len);
+  lua_pushlstring(L, id, len);
+  return 1;
+}
 
 static const luaL_Reg core_funcs[] = {
     {"sleep", rage__timer_lua_sleep},
@@ -518,6 +588,7 @@ static const luaL_Reg core_funcs[] = {
     {"realpath", core_realpath},
     {"mktemp", core_mktemp},
     {"fiber", core_fiber},
+    {"request_id", core_request_id},
     {NULL, NULL},
 };
 
@@ -571,7 +642,7 @@ int rage__bind_open(lua_State *L) {
 typedef struct {
   const char *name;
   size_t offset;
-  char kind; /* 's' size in bytes, 'n' count, 't' time in seconds stored as ms */
+  char kind; /* 's' size in bytes, 'n' count, 't' time in seconds stored as ms, 'b' boolean */
 } setting_t;
 
 #define S(field, kind) {#field, offsetof(rage_server_config_t, field), kind}
@@ -580,7 +651,7 @@ static const setting_t settings[] = {
     S(max_body, 's'),         S(body_buffer, 's'),     S(max_chunk_ext, 's'),   S(header_timeout, 't'),
     S(body_idle_timeout, 't'), S(request_timeout, 't'), S(keepalive_timeout, 't'),
     S(max_requests, 'n'),     S(send_timeout, 't'),    S(output_high_water, 's'),
-    S(max_connections, 'n'),  S(drain_timeout, 't'),
+    S(max_connections, 'n'),  S(drain_timeout, 't'),     S(request_id, 'b'),
 };
 #undef S
 
@@ -648,10 +719,17 @@ void rage__bind_read_server_config(lua_State *L, int idx, rage_server_config_t *
       }
       luaL_error(L, "unknown server setting '%s'", key ? key : "?");
     }
+    char *field = (char *)&next + s->offset;
+    if (s->kind == 'b') {
+      if (lua_type(L, -1) != LUA_TBOOLEAN)
+        luaL_error(L, "server setting '%s' must be true or false", key);
+      *(int *)(void *)field = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      continue;
+    }
     if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "server setting '%s' must be a number", key);
     lua_Number v = lua_tonumber(L, -1);
     if (!(v > 0) || v > 1e12) luaL_error(L, "server setting '%s' must be a positive number", key);
-    char *field = (char *)&next + s->offset;
     switch (s->kind) {
     case 's':
       *(size_t *)(void *)field = (size_t)v;

@@ -323,7 +323,7 @@ static int head_complete(rage__http1_t *p) {
   if (h->http_major != 1 || h->http_minor > 1) return fail(p, 505, "HTTP Version Not Supported");
 
   const span_t *spans = SPANS(p);
-  int nhost = 0, ncl = 0, nte = 0, nexpect = 0;
+  int nhost = 0, ncl = 0, nte = 0, nexpect = 0, rid = -1;
   const span_t *te = NULL, *expect = NULL, *host = NULL;
   for (unsigned i = 0; i < p->nspans; i++) {
     const char *name = base + spans[i].name_off;
@@ -339,6 +339,8 @@ static int head_complete(rage__http1_t *p) {
     } else if (rage__strieq(name, nlen, "expect", 6)) {
       nexpect++;
       expect = &spans[i];
+    } else if (rid < 0 && rage__strieq(name, nlen, "x-request-id", 12)) {
+      rid = (int)i;
     }
   }
   if (nhost > 1) return fail(p, 400, "Bad Request: duplicate Host header");
@@ -418,6 +420,8 @@ static int head_complete(rage__http1_t *p) {
     req->headers[i].value = v;
     req->headers[i].value_len = vlen;
   }
+  req->want_id = p->cfg->request_id != 0;
+  if (rid >= 0) rage__req_take_id(req, req->headers[rid].value, req->headers[rid].value_len);
   req->http_major = h->http_major;
   req->http_minor = h->http_minor;
   req->keep_alive = llhttp_should_keep_alive(h) && !(h->flags & F_UPGRADE) &&

@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -153,4 +155,66 @@ const rage_header_t *rage__req_header(const rage__req_t *req, const char *name, 
       return &req->headers[i];
   }
   return NULL;
+}
+
+/* ---- request ids ------------------------------------------------------------------------ */
+
+/* Letters, digits and - _ . : @: safe in a header, a log line and a URL. */
+static int id_char(unsigned char c) {
+  unsigned char l = c | 0x20;
+  return (c >= '0' && c <= '9') || (l >= 'a' && l <= 'z') || c == '-' || c == '_' || c == '.' ||
+         c == ':' || c == '@';
+}
+
+void rage__req_take_id(rage__req_t *req, const char *value, size_t len) {
+  if (len == 0 || len > 128) return;
+  for (size_t i = 0; i < len; i++)
+    if (!id_char((unsigned char)value[i])) return;
+  req->id = value;
+  req->id_len = len;
+}
+
+/* The process's id prefix and counter; a forked child starts over with a prefix of its own. */
+static char id_prefix[24];
+static size_t id_prefix_len;
+static uint64_t id_counter;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+
+static void id_forget(void) {
+  id_prefix_len = 0;
+  id_counter = 0;
+}
+
+static void id_register(void) {
+  pthread_atfork(NULL, NULL, id_forget);
+}
+
+static void id_make_prefix(void) {
+  unsigned short salt = 0;
+  pthread_once(&id_once, id_register);
+  if (uv_random(NULL, NULL, &salt, sizeof(salt), 0, NULL) != 0) salt = (unsigned short)uv_hrtime();
+  int n = snprintf(id_prefix, sizeof(id_prefix), "%x%04x-", (unsigned)getpid(), (unsigned)salt);
+  id_prefix_len = (size_t)n;
+}
+
+const char *rage__req_id(rage__req_t *req, size_t *len) {
+  if (req->id == NULL) {
+    if (id_prefix_len == 0) id_make_prefix();
+    char *w = req->id_buf;
+    memcpy(w, id_prefix, id_prefix_len);
+    w += id_prefix_len;
+    char digits[24];
+    size_t n = 0;
+    uint64_t v = ++id_counter;
+    do {
+      digits[n++] = (char)('0' + v % 10);
+      v /= 10;
+    } while (v);
+    while (n) *w++ = digits[--n];
+    *w = '\0';
+    req->id = req->id_buf;
+    req->id_len = (size_t)(w - req->id_buf);
+  }
+  *len = req->id_len;
+  return req->id;
 }

@@ -51,6 +51,10 @@ struct rage__req_s {
   rage_header_t *out_headers;
   size_t out_nheaders;
   uint64_t start_ms;
+  const char *id;           /* the request id once known (NUL-terminated), else NULL */
+  size_t id_len;
+  uint8_t want_id;          /* the response carries X-Request-Id */
+  char id_buf[40];          /* a generated id */
   rage__req_t *next;        /* free list */
   rage__arena_t arena;
 };
@@ -94,5 +98,14 @@ int rage__req_body_spool(rage__req_t *req);
 ssize_t rage__req_body_read(const rage__req_t *req, size_t off, char *dst, size_t n);
 
 const rage_header_t *rage__req_header(const rage__req_t *req, const char *name, size_t len);
+
+/*
+ * Request ids. rage__req_take_id() adopts the request's own X-Request-Id (`value`) when it is
+ * safe to echo and to log: 1 to 128 of A-Z a-z 0-9 - _ . : @. rage__req_id() returns the id,
+ * making one the first time when none was adopted: a per-process prefix (pid and 16 random
+ * bits, in hex) and a counter, e.g. "4f2a1c3d-17".
+ */
+void rage__req_take_id(rage__req_t *req, const char *value, size_t len);
+const char *rage__req_id(rage__req_t *req, size_t *len);
 
 #endif /* RAGE_REQUEST_H */

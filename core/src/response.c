@@ -182,8 +182,10 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
     return RAGE_EINVAL;
   }
   size_t need = 64 + 64 + 40;
+  const char *id = res->request_id;
   for (size_t i = 0; i < res->nheaders; i++) {
     const rage_header_t *h = &res->headers[i];
+    if (id && h->name_len == 12 && rage__strieq(h->name, 12, "x-request-id", 12)) id = NULL;
     if (!rage__valid_token(h->name, h->name_len)) {
       *err = "invalid header name (must be a token: no spaces, CR, LF, NUL or separators)";
       return RAGE_EINVAL;
@@ -194,6 +196,7 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
     }
     need += h->name_len + h->value_len + 4;
   }
+  if (id) need += 16 + res->request_id_len;
   rage__buf_reserve(out, need);
   char *w = out->data + out->len;
   w = put_status_line(w, res->status);
@@ -206,6 +209,13 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
     *w++ = ' ';
     memcpy(w, h->value, h->value_len);
     w += h->value_len;
+    *w++ = '\r';
+    *w++ = '\n';
+  }
+  if (id) {
+    memcpy(w, "x-request-id: ", 14);
+    memcpy(w + 14, id, res->request_id_len);
+    w += 14 + res->request_id_len;
     *w++ = '\r';
     *w++ = '\n';
   }

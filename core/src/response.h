@@ -19,6 +19,8 @@ typedef struct rage__response_s {
   size_t content_length;
   int keep_alive;       /* the server will keep the connection open afterwards */
   int http_minor;       /* of the request */
+  const char *request_id; /* when set, written as X-Request-Id unless a header already is */
+  size_t request_id_len;
 } rage__response_t;
 
 /*

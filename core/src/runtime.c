@@ -31,6 +31,7 @@ void rage_server_config_init(rage_server_config_t *cfg) {
   cfg->output_high_water = RAGE_DEFAULT_OUTPUT_HIGH_WATER;
   cfg->max_connections = RAGE_DEFAULT_MAX_CONNECTIONS;
   cfg->drain_timeout = RAGE_DEFAULT_DRAIN_TIMEOUT;
+  cfg->request_id = 1;
   cfg->body_limits = NULL;
   cfg->nbody_limits = 0;
 }
@@ -274,6 +275,11 @@ static void on_request_done(rage__fiber_t *f, void *data, int failed) {
   rage__req_job_done(data, failed);
 }
 
+rage__req_t *rage__runtime_current_request(rage_runtime_t *rt) {
+  rage__fiber_t *f = rage__fiber_current(rt->sched);
+  return f && f->done == on_request_done ? f->done_data : NULL;
+}
+
 static void start_request(rage_runtime_t *rt, rage__req_t *req) {
   if (rt->handler_ref == LUA_NOREF) {
     static const char body[] = "Service Unavailable: no app loaded\n";
@@ -335,6 +341,9 @@ int rage_runtime_dispatch(rage_runtime_t *rt, const rage_request_t *in, rage_res
     req->headers[i].value_len = in->headers[i].value_len;
   }
   if (in->body_len) rage__req_body_append(req, in->body, in->body_len, SIZE_MAX);
+  req->want_id = rt->cfg.request_id != 0;
+  const rage_header_t *rid = rage__req_header(req, "x-request-id", 12);
+  if (rid) rage__req_take_id(req, rid->value, rid->value_len);
   req->http_major = 1;
   req->http_minor = 1;
   req->head_only = strcmp(req->method, "HEAD") == 0;

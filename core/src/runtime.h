@@ -32,6 +32,9 @@ struct rage_runtime_s {
   char env[16];
 };
 
+/* The request whose fiber is running now, or NULL outside a request's fiber. */
+rage__req_t *rage__runtime_current_request(rage_runtime_t *rt);
+
 /* Opens the rage.core module (bind.c) with `rt` as the upvalue of its functions. */
 int rage__bind_open(lua_State *L);
 /* Pushes a new request object for `req` onto L. */

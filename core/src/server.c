@@ -186,7 +186,8 @@ static void conn_error(rage__conn_t *c, int status, const char *reason) {
   int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason ? reason : rage__status_reason(status));
   if (blen < 0 || (size_t)blen >= sizeof(body)) blen = (int)strlen(body);
   rage_header_t ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
-  rage__response_t res = {status, &ct, 1, 0, (size_t)blen, 0, 1};
+  rage__response_t res = {.status = status, .headers = &ct, .nheaders = 1, .chunked = 0,
+                          .content_length = (size_t)blen, .keep_alive = 0, .http_minor = 1};
   rage__buf_t head = {0};
   const char *err;
   rage__response_head(&head, &res, &err);
@@ -453,6 +454,28 @@ static void file_pump(rage__conn_t *c) {
   if (!c->closing && c->file_fd >= 0 && c->file_left == 0) file_done(c);
 }
 
+/* The request id the response head carries (rage__response_head leaves it out when the
+ * application set its own X-Request-Id). */
+static void put_request_id(rage__response_t *res, rage__req_t *req) {
+  if (req->want_id) res->request_id = rage__req_id(req, &res->request_id_len);
+}
+
+/* For a request handed in by a host: the headers its callback gets, the application's plus
+ * X-Request-Id as a response head would carry it (a copy in the request's arena then). */
+static const rage_header_t *handin_headers(rage__req_t *req, const rage_header_t *headers,
+                                           size_t *n) {
+  if (!req->want_id) return headers;
+  for (size_t i = 0; i < *n; i++)
+    if (rage__strieq(headers[i].name, headers[i].name_len, "x-request-id", 12)) return headers;
+  rage_header_t *all = rage__arena_alloc(&req->arena, (*n + 1) * sizeof(rage_header_t));
+  if (*n) memcpy(all, headers, *n * sizeof(rage_header_t));
+  all[*n].name = "x-request-id";
+  all[*n].name_len = 12;
+  all[*n].value = rage__req_id(req, &all[*n].value_len);
+  (*n)++;
+  return all;
+}
+
 int rage__req_send_file(rage__req_t *req, int status, const rage_header_t *headers,
                         size_t nheaders, const char *path, uint64_t offset, uint64_t length,
                         const char **err) {
@@ -491,7 +514,10 @@ int rage__req_send_file(rage__req_t *req, int status, const rage_header_t *heade
     return rc;
   }
   rage__conn_t *c = req->conn;
-  rage__response_t res = {status, headers, nheaders, 0, (size_t)length, req->keep_alive, req->http_minor};
+  rage__response_t res = {.status = status, .headers = headers, .nheaders = nheaders, .chunked = 0,
+                          .content_length = (size_t)length, .keep_alive = req->keep_alive,
+                          .http_minor = req->http_minor};
+  put_request_id(&res, req);
   if (c->server->draining || rage__response_wants_close(&res)) {
     req->keep_alive = 0;
     res.keep_alive = 0;
@@ -740,15 +766,21 @@ int rage__req_respond(rage__req_t *req, int status, const rage_header_t *headers
   rage__conn_t *c = req->conn;
   if (req->cb) {
     rage__buf_t tmp = {0};
-    rage__response_t res = {status, headers, nheaders, 0, body_len, 1, 1};
+    rage__response_t res = {.status = status, .headers = headers, .nheaders = nheaders,
+                            .chunked = 0, .content_length = body_len, .keep_alive = 1,
+                            .http_minor = 1};
     int r = rage__response_head(&tmp, &res, err);
     rage__buf_free(&tmp);
     if (r) return r;
     req->responded = 1;
+    headers = handin_headers(req, headers, &nheaders);
     deliver(req, status, headers, nheaders, body, body_len);
     return 0;
   }
-  rage__response_t res = {status, headers, nheaders, 0, body_len, req->keep_alive, req->http_minor};
+  rage__response_t res = {.status = status, .headers = headers, .nheaders = nheaders, .chunked = 0,
+                          .content_length = body_len, .keep_alive = req->keep_alive,
+                          .http_minor = req->http_minor};
+  put_request_id(&res, req);
   if (c && (c->server->draining || rage__response_wants_close(&res))) {
     req->keep_alive = 0;
     res.keep_alive = 0;
@@ -777,7 +809,10 @@ int rage__req_stream_start(rage__req_t *req, int status, const rage_header_t *he
     *err = "the response was already sent";
     return RAGE_ESTATE;
   }
-  rage__response_t res = {status, headers, nheaders, 1, 0, req->keep_alive, req->http_minor};
+  rage__response_t res = {.status = status, .headers = headers, .nheaders = nheaders, .chunked = 1,
+                          .content_length = 0, .keep_alive = req->keep_alive,
+                          .http_minor = req->http_minor};
+  put_request_id(&res, req);
   if (req->http_minor == 0) res.keep_alive = 0; /* no chunked in HTTP/1.0: close ends the body */
   rage__conn_t *c = req->conn;
   if (c && (c->server->draining || rage__response_wants_close(&res))) res.keep_alive = 0;
@@ -792,6 +827,7 @@ int rage__req_stream_start(rage__req_t *req, int status, const rage_header_t *he
   req->streaming = 1;
   if (req->cb) {
     req->out_status = status;
+    headers = handin_headers(req, headers, &nheaders);
     req->out_headers = rage__arena_alloc(&req->arena, (nheaders ? nheaders : 1) * sizeof(rage_header_t));
     for (size_t i = 0; i < nheaders; i++) {
       req->out_headers[i].name = rage__arena_strndup(&req->arena, headers[i].name, headers[i].name_len);

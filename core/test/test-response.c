@@ -1,6 +1,6 @@
 /*
  * test-response.c - the response head writer: exact bytes, framing headers owned by the core,
- * and no CR, LF or NUL from application headers ever reaching the output.
+ * the request id, and no CR, LF or NUL from application headers ever reaching the output.
  */
 #include "response.h"
 #include "test.h"
@@ -23,7 +23,8 @@ static void strip_date(char *s) {
 
 TEST(basic_head) {
   rage_header_t hs[] = {{"content-type", 12, "application/json", 16}};
-  rage__response_t res = {200, hs, 1, 0, 27, 1, 1};
+  rage__response_t res = {.status = 200, .headers = hs, .nheaders = 1, .chunked = 0,
+                          .content_length = 27, .keep_alive = 1, .http_minor = 1};
   int rc;
   const char *err;
   char *s = head(&res, &rc, &err);
@@ -33,15 +34,40 @@ TEST(basic_head) {
   free(s);
 }
 
+TEST(request_id_written_once) {
+  rage_header_t hs[] = {{"content-type", 12, "text/plain", 10}};
+  rage__response_t res = {.status = 200, .headers = hs, .nheaders = 1, .chunked = 0,
+                          .content_length = 2, .keep_alive = 1, .http_minor = 1,
+                          .request_id = "4f2a-17", .request_id_len = 7};
+  int rc;
+  const char *err;
+  char *s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-request-id: 4f2a-17\r\n"
+                "Content-Length: 2\r\n\r\n");
+  free(s);
+  /* The application's own X-Request-Id (any case) wins; the core adds none. */
+  rage_header_t own[] = {{"X-Request-ID", 12, "mine", 4}};
+  res.headers = own;
+  s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, 0);
+  strip_date(s);
+  ASSERT_STR(s, "HTTP/1.1 200 OK\r\nX-Request-ID: mine\r\nContent-Length: 2\r\n\r\n");
+  free(s);
+}
+
 TEST(connection_headers) {
-  rage__response_t res = {404, NULL, 0, 0, 0, 0, 1};
+  rage__response_t res = {.status = 404, .headers = NULL, .nheaders = 0, .chunked = 0,
+                          .content_length = 0, .keep_alive = 0, .http_minor = 1};
   int rc;
   const char *err;
   char *s = head(&res, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
   free(s);
-  rage__response_t res10 = {200, NULL, 0, 0, 2, 1, 0};
+  rage__response_t res10 = {.status = 200, .headers = NULL, .nheaders = 0, .chunked = 0,
+                            .content_length = 2, .keep_alive = 1, .http_minor = 0};
   s = head(&res10, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n");
@@ -49,24 +75,28 @@ TEST(connection_headers) {
 }
 
 TEST(chunked_and_bodyless) {
-  rage__response_t res = {200, NULL, 0, 1, 0, 1, 1};
+  rage__response_t res = {.status = 200, .headers = NULL, .nheaders = 0, .chunked = 1,
+                          .content_length = 0, .keep_alive = 1, .http_minor = 1};
   int rc;
   const char *err;
   char *s = head(&res, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
   free(s);
-  rage__response_t r204 = {204, NULL, 0, 0, 10, 1, 1};
+  rage__response_t r204 = {.status = 204, .headers = NULL, .nheaders = 0, .chunked = 0,
+                           .content_length = 10, .keep_alive = 1, .http_minor = 1};
   s = head(&r204, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 204 No Content\r\n\r\n");
   free(s);
-  rage__response_t r205 = {205, NULL, 0, 0, 10, 1, 1};
+  rage__response_t r205 = {.status = 205, .headers = NULL, .nheaders = 0, .chunked = 0,
+                           .content_length = 10, .keep_alive = 1, .http_minor = 1};
   s = head(&r205, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 205 Reset Content\r\nContent-Length: 0\r\n\r\n");
   free(s);
-  rage__response_t r304 = {304, NULL, 0, 0, 10, 1, 1};
+  rage__response_t r304 = {.status = 304, .headers = NULL, .nheaders = 0, .chunked = 0,
+                           .content_length = 10, .keep_alive = 1, .http_minor = 1};
   s = head(&r304, &rc, &err);
   strip_date(s);
   ASSERT_STR(s, "HTTP/1.1 304 Not Modified\r\n\r\n");
@@ -78,7 +108,8 @@ TEST(framing_headers_from_app_dropped) {
                         {"Transfer-Encoding", 17, "chunked", 7},
                         {"Date", 4, "yesterday", 9},
                         {"X-Ok", 4, "1", 1}};
-  rage__response_t res = {200, hs, 4, 0, 3, 1, 1};
+  rage__response_t res = {.status = 200, .headers = hs, .nheaders = 4, .chunked = 0,
+                          .content_length = 3, .keep_alive = 1, .http_minor = 1};
   int rc;
   const char *err;
   char *s = head(&res, &rc, &err);
@@ -97,7 +128,8 @@ TEST(crlf_nul_rejected) {
   const char *err;
   for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
     rage_header_t h = {"X-Test", 6, bad_values[i], strlen(bad_values[i])};
-    rage__response_t res = {200, &h, 1, 0, 0, 1, 1};
+    rage__response_t res = {.status = 200, .headers = &h, .nheaders = 1, .chunked = 0,
+                            .content_length = 0, .keep_alive = 1, .http_minor = 1};
     char *s = head(&res, &rc, &err);
     ASSERT_EQ(rc, RAGE_EINVAL);
     ASSERT(err != NULL);
@@ -105,20 +137,23 @@ TEST(crlf_nul_rejected) {
     free(s);
   }
   rage_header_t nul = {"X-Test", 6, "a\0b", 3};
-  rage__response_t res = {200, &nul, 1, 0, 0, 1, 1};
+  rage__response_t res = {.status = 200, .headers = &nul, .nheaders = 1, .chunked = 0,
+                          .content_length = 0, .keep_alive = 1, .http_minor = 1};
   char *s = head(&res, &rc, &err);
   ASSERT_EQ(rc, RAGE_EINVAL);
   free(s);
   static const char *bad_names[] = {"X Test", "X:Test", "X\r\nA", "", "X\x7f"};
   for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
     rage_header_t h = {bad_names[i], strlen(bad_names[i]), "v", 1};
-    rage__response_t r = {200, &h, 1, 0, 0, 1, 1};
+    rage__response_t r = {.status = 200, .headers = &h, .nheaders = 1, .chunked = 0,
+                          .content_length = 0, .keep_alive = 1, .http_minor = 1};
     s = head(&r, &rc, &err);
     ASSERT_EQ(rc, RAGE_EINVAL);
     free(s);
   }
   rage_header_t tab = {"X-Tab", 5, "a\tb", 3};
-  rage__response_t ok = {200, &tab, 1, 0, 0, 1, 1};
+  rage__response_t ok = {.status = 200, .headers = &tab, .nheaders = 1, .chunked = 0,
+                         .content_length = 0, .keep_alive = 1, .http_minor = 1};
   s = head(&ok, &rc, &err);
   ASSERT_EQ(rc, 0);
   free(s);
@@ -129,12 +164,14 @@ TEST(status_validation) {
   const char *err;
   int bad[] = {0, 99, 100, 101, 199, 1000, -1};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    rage__response_t res = {bad[i], NULL, 0, 0, 0, 1, 1};
+    rage__response_t res = {.status = bad[i], .headers = NULL, .nheaders = 0, .chunked = 0,
+                            .content_length = 0, .keep_alive = 1, .http_minor = 1};
     char *s = head(&res, &rc, &err);
     ASSERT_EQ(rc, RAGE_EINVAL);
     free(s);
   }
-  rage__response_t odd = {299, NULL, 0, 0, 0, 1, 1};
+  rage__response_t odd = {.status = 299, .headers = NULL, .nheaders = 0, .chunked = 0,
+                          .content_length = 0, .keep_alive = 1, .http_minor = 1};
   char *s = head(&odd, &rc, &err);
   ASSERT_EQ(rc, 0);
   ASSERT(strncmp(s, "HTTP/1.1 299 Unknown\r\n", 22) == 0);
@@ -156,6 +193,6 @@ int main(int argc, char **argv) {
       TEST_ENTRY(basic_head),     TEST_ENTRY(connection_headers),
       TEST_ENTRY(chunked_and_bodyless), TEST_ENTRY(framing_headers_from_app_dropped),
       TEST_ENTRY(crlf_nul_rejected), TEST_ENTRY(status_validation),
-      TEST_ENTRY(date_line_format), {NULL, NULL}};
+      TEST_ENTRY(date_line_format), TEST_ENTRY(request_id_written_once), {NULL, NULL}};
   return test_main(argc, argv, tests);
 }

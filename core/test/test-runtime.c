@@ -3,6 +3,7 @@
  * from a directory, requests handed in without sockets, C functions registered for Lua, and a
  * clean close that leaves no handle on the host's loop.
  */
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@ typedef struct {
   int status;
   char body[1024];
   char ctype[128];
+  char request_id[160];
+  int request_ids; /* X-Request-Id headers in the answer */
   int calls;
 } answer_t;
 
@@ -21,20 +24,32 @@ static void on_response(const rage_response_t *res, void *data) {
   a->calls++;
   a->status = res->status;
   snprintf(a->body, sizeof(a->body), "%.*s", (int)res->body_len, res->body);
-  for (size_t i = 0; i < res->nheaders; i++)
-    if (res->headers[i].name_len == 12 && strncmp(res->headers[i].name, "content-type", 12) == 0)
-      snprintf(a->ctype, sizeof(a->ctype), "%.*s", (int)res->headers[i].value_len, res->headers[i].value);
+  for (size_t i = 0; i < res->nheaders; i++) {
+    const rage_header_t *h = &res->headers[i];
+    if (h->name_len == 12 && strncmp(h->name, "content-type", 12) == 0)
+      snprintf(a->ctype, sizeof(a->ctype), "%.*s", (int)h->value_len, h->value);
+    if (h->name_len == 12 && strncasecmp(h->name, "x-request-id", 12) == 0) {
+      snprintf(a->request_id, sizeof(a->request_id), "%.*s", (int)h->value_len, h->value);
+      a->request_ids++;
+    }
+  }
 }
 
-static void ask(rage_runtime_t *rt, uv_loop_t *loop, const char *method, const char *target,
-                answer_t *a) {
-  rage_header_t host = {"Host", 4, "test", 4};
-  rage_request_t req = {method, target, &host, 1, NULL, 0};
+static void ask_with(rage_runtime_t *rt, uv_loop_t *loop, const char *method, const char *target,
+                     const char *request_id, answer_t *a) {
+  rage_header_t hs[] = {{"Host", 4, "test", 4}, {"X-Request-Id", 12, request_id, 0}};
+  if (request_id) hs[1].value_len = strlen(request_id);
+  rage_request_t req = {method, target, hs, request_id ? 2 : 1, NULL, 0};
   memset(a, 0, sizeof(*a));
   ASSERT_EQ(rage_runtime_dispatch(rt, &req, on_response, a), 0);
   ASSERT_EQ(a->calls, 0); /* never from inside the call */
   while (a->calls == 0) uv_run(loop, UV_RUN_ONCE);
   ASSERT_EQ(a->calls, 1);
+}
+
+static void ask(rage_runtime_t *rt, uv_loop_t *loop, const char *method, const char *target,
+                answer_t *a) {
+  ask_with(rt, loop, method, target, NULL, a);
 }
 
 TEST(dispatch_without_sockets) {
@@ -66,6 +81,15 @@ TEST(dispatch_without_sockets) {
   ask(rt, &loop, "GET", "/stream?n=2", &a);
   ASSERT_EQ(a.status, 200);
   ASSERT_STR(a.body, "chunk 1\nchunk 2\n");
+  ASSERT_EQ(a.request_ids, 1); /* streamed answers carry the request id too */
+  /* Every answer carries one X-Request-Id: the host's own when it is safe, else a new one. */
+  ask_with(rt, &loop, "GET", "/json", "host-id-1", &a);
+  ASSERT_EQ(a.request_ids, 1);
+  ASSERT_STR(a.request_id, "host-id-1");
+  ask_with(rt, &loop, "GET", "/nowhere", "not safe!", &a);
+  ASSERT_EQ(a.request_ids, 1);
+  ASSERT(strcmp(a.request_id, "not safe!") != 0);
+  ASSERT(strchr(a.request_id, '-') != NULL);
   rage_runtime_free(rt);
   ASSERT_LOOP_CLOSES(&loop);
 }

@@ -127,6 +127,11 @@ local function apply_config(config)
     local ok, err = pcall(core.configure_server, config.server)
     if not ok then fail("config.server: " .. tostring(err):gsub("^.-:%d+: ", "")) end
   end
+  -- Request ids are the server's: it echoes a safe X-Request-Id or makes one, in every response.
+  if config.request_id ~= nil and type(config.request_id) ~= "boolean" then
+    fail("config.request_id must be true or false")
+  end
+  core.configure_server({request_id = config.request_id ~= false})
   local proxies = config.trusted_proxies
   if proxies ~= nil then
     if type(proxies) ~= "table" then fail("config.trusted_proxies must be a list of addresses") end

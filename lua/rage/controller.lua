@@ -524,9 +524,9 @@ end
 -- fields in LuaJIT's table template, so setting them later inserts no key (see rage.request).
 local UNSET = nil
 
--- A response header table with slots for the two headers nearly every response gets.
+-- A response header table with a slot for the header nearly every response gets.
 local function new_headers()
-  return {["content-type"] = UNSET, ["x-request-id"] = UNSET}
+  return {["content-type"] = UNSET}
 end
 
 -- The metatable of class's instances: lookups go to the class, except self.cookies and
@@ -582,7 +582,7 @@ local open_runners = setmetatable({}, {__mode = "k"})
 -- protected call (and error handler, rescue_frame) does the class's rescue_from instead and
 -- then goes on as if the runner had returned: rage.dispatcher, when nothing but tail calls
 -- stands between its protected call and the runner. Without a protected call in the runner,
--- a trace that starts after a C call in the action (cjson's encode) can return through it.
+-- a trace that starts after a classic C function the action calls can return through it.
 function _M.compile_open(class, action)
   if #class.__rescuers == 0 then return _M.compile(class, action) end
   return cached(class, "__compiled_open", action, function()

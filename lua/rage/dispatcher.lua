@@ -75,6 +75,12 @@ local function merge_params(req, path_params)
   return merged
 end
 
+-- The request's id for an error line, "-" when the request object has none.
+local function request_id(req)
+  local ok, id = pcall(req.request_id, req)
+  return ok and id or "-"
+end
+
 local function fail(req, status, message, headers)
   local box = req.box
   if box:responded() then return end
@@ -176,7 +182,7 @@ function _M.new(app)
       for i = 1, #after_response do
         local aok, aerr = xpcall(after_response[i], on_error)
         if not aok and not errors.is(aerr, "cancelled") then
-          log.error(method, " ", path, " [", req.id or "-", "] after_response failed: ",
+          log.error(method, " ", path, " [", request_id(req), "] after_response failed: ",
             type(aerr) == "table" and (aerr.traceback or tostring(aerr)) or aerr)
         end
       end
@@ -196,21 +202,17 @@ function _M.new(app)
         log.info(format("%s %s -> %s %d in %.2fms", method, path, action, req.status or 0, ms))
       end
     end
-    if req.id then log.bind_request_id(nil) end
   end
 
   -- A request whose middleware, route or action raised `err` (already through on_error).
   local function failed(req, err, t0, method, path)
-    if errors.is(err, "cancelled") then
-      if req.id then log.bind_request_id(nil) end
-      return
-    end
+    if errors.is(err, "cancelled") then return end
     -- As in Rails, an error nobody rescued discards the cookies and session changes.
     req.cookie_jar = nil
     local status = type(err) == "table" and type(err.status) == "number" and err.status or 500
     req.status = status
     if status >= 500 then
-      log.error(method, " ", path, " [", req.id or "-", "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
+      log.error(method, " ", path, " [", request_id(req), "] failed: ", type(err) == "table" and (err.traceback or tostring(err)) or err)
       fail(req, status, status == 503 and "Service Unavailable\n" or "Internal Server Error\n")
     else
       fail(req, status, (err.message or "Error") .. "\n")
@@ -218,7 +220,7 @@ function _M.new(app)
     return after(req, t0, method, path)
   end
 
-  local handler, serve_one
+  local handler, serve_handed, serve_one
 
   -- The error handler's part for a controller runner without a protected call: when the
   -- error comes from inside one (below `stop`, the dispatcher's own frame) and its class
@@ -243,7 +245,7 @@ function _M.new(app)
   end
 
   local function on_handler_error(err)
-    local e = on_failure(err, handler)
+    local e = on_failure(err, serve_handed)
     return e
   end
 
@@ -264,7 +266,7 @@ function _M.new(app)
 
   -- The handler: one request, its own protected call. Requests handed to the app by another
   -- app (mount), by rage.test and by the development reloader come this way.
-  handler = function(box, method, path, query)
+  serve_handed = function(box, method, path, query)
     local t0 = log.enabled("info") and clock()
     local req = new_request(box, method, path, query)
     local ok, err = xpcall(chain, on_handler_error, req)
@@ -274,14 +276,25 @@ function _M.new(app)
     return after(req, t0, method, path)
   end
 
+  -- A request object that is not the core's (rage.test's) is served in a fiber the core does
+  -- not know as a request's: its id is bound to the fiber for the log lines.
+  handler = function(box, method, path, query)
+    if type(box) == "userdata" or not box.request_id then
+      return serve_handed(box, method, path, query)
+    end
+    local before = log.bind_request_id(box:request_id())
+    serve_handed(box, method, path, query)
+    log.bind_request_id(before)
+  end
+
   -- The fiber job the server runs (app.boot installs it): the same request path, but one
   -- protected call serves request after request. When a request is done the job yields IDLE
   -- itself and is handed the next job as the results of that yield, as the fiber body's loop
   -- would be; the protected call returns only when a request fails or the fiber is given
   -- another kind of job. So no request returns into a protected call: LuaJIT cannot compile a
   -- return into one from a trace that did not enter it, and a trace stitched after a C call
-  -- (cjson's encode in render) would end there and leave the rest of the request to the
-  -- interpreter. `cell` tells the error path which request failed.
+  -- (a classic C function the action calls) would end there and leave the rest of the request
+  -- to the interpreter. `cell` tells the error path which request failed.
   local job, next_request
 
   -- The request lives in serve_one's locals only, and that frame is gone before the fiber

@@ -1,31 +1,43 @@
--- rage.json: JSON through lua-cjson, with rage.null for JSON null.
+-- rage.json: JSON for rage-lua, with rage.null for JSON null.
 --
--- An empty Lua table encodes as {}. A table marked with rage.json.array(t) encodes as an array,
--- [] when empty (database rows are marked this way). lua-cjson has no array marker, so encode()
--- looks for empty marked tables only when the output contains "{}", which keeps the common
--- case at one cjson call and one string search.
+-- encode() is written in Lua over a string buffer so that LuaJIT compiles it into the trace of
+-- the request that renders: a call into lua-cjson's C encoder ends that trace, after which
+-- every table the request made must be built for real instead of being sunk. Its output is
+-- lua-cjson's, byte for byte (spec/unit/json_spec.lua compares the two), with two additions:
 --
--- lua-cjson 2.1.0 writes numbers with at most 14 significant digits, so an id such as
--- 1234567890123456 would come out as 1.2345678901235e+15. When the output has an exponent,
--- encode() writes integers below 1e21 in full digits instead (as JavaScript does).
+--   * An empty Lua table encodes as {}. A table marked with rage.json.array(t) encodes as an
+--     array, [] when empty (database rows are marked this way).
+--   * lua-cjson writes numbers with 14 significant digits, so an id such as 1234567890123456
+--     would come out as 1.2345678901235e+15; integers below 1e21 are written in full digits
+--     (as JavaScript does).
+--
+-- As in lua-cjson: keys are strings or numbers; a table whose keys are all positive integers
+-- is an array (holes are null) unless it is sparse (its largest index is over 10 and over
+-- twice its number of elements), which is written as an object; '/' and DEL are escaped;
+-- NaN, infinity, functions, coroutines and userdata other than rage.null are errors, and so
+-- is nesting deeper than 1000 (a cycle). Numbers are written as tostring writes them; for a
+-- number exactly halfway between two 14-digit decimals that may differ from lua-cjson's (C's
+-- printf) in the last digit. decode() is lua-cjson's.
 
 local cjson = require("cjson.safe")
-local cjson_raise = require("cjson")
+local buffer = require("string.buffer")
+local ffi = require("ffi")
+local leaf = require("rage.leaf")
 
-local setmetatable, getmetatable, type, pairs, next, pcall, error = setmetatable, getmetatable, type, pairs, next, pcall, error
-local find, gsub, format, floor, abs = string.find, string.gsub, string.format, math.floor, math.abs
+local setmetatable, getmetatable, type, next, error, tostring = setmetatable, getmetatable, type, next, error, tostring
+local floor, huge = math.floor, math.huge
 
 local _M = {}
 
-_M.null = cjson.null
-cjson.encode_sparse_array(true)
-cjson_raise.encode_sparse_array(true)
+local null = cjson.null
+_M.null = null
 
 local ARRAY = {__name = "rage.json.array"}
-local SENTINEL = "\0rage-empty-array\0"
-local SENTINEL_JSON = "\"\\u0000rage%-empty%-array\\u0000\""   -- a pattern: '-' is escaped
-local INT_MARK = "\0rage-int:"
-local INT_JSON = "\"\\u0000rage%-int:(%-?%d+)\\u0000\""
+local MAX_DEPTH = 1000
+local KEEP = 64 * 1024   -- a buffer grown past this is given back after the call
+
+local json_plain, json_quote = leaf.json_plain, leaf.json_quote
+local buf = buffer.new(1024)
 
 -- Marks `t` (or a new table) as a JSON array. Returns it.
 function _M.array(t)
@@ -36,52 +48,122 @@ function _M.is_array(t)
   return getmetatable(t) == ARRAY
 end
 
-local function has_empty_array(v, depth)
-  if depth > 100 then return false end
-  if getmetatable(v) == ARRAY and next(v) == nil then return true end
-  for _, x in pairs(v) do
-    if type(x) == "table" and has_empty_array(x, depth + 1) then return true end
+local function fail(what, why)
+  buf:reset()
+  error(require("rage.errors").new("json.encode", "Cannot serialise " .. what .. ": " .. why), 0)
+end
+
+local function put_string(s)
+  local n = #s
+  if json_plain(s, n) == n then
+    buf:put('"', s, '"')
+  else
+    local out = buf:reserve(n * 6 + 2)
+    buf:commit(json_quote(s, n, out))
   end
-  return false
 end
 
-local function is_big_int(x)
-  return x == floor(x) and abs(x) >= 1e14 and abs(x) < 1e21
+local function put_number(x)
+  if x ~= x or x == huge or x == -huge then fail("number", "must not be NaN or Inf") end
+  if (x >= 1e14 or x <= -1e14) and x < 1e21 and x > -1e21 and floor(x) == x then
+    buf:putf("%.0f", x)
+  else
+    buf:put(x)   -- as tostring: %.14g
+  end
 end
 
-local function substitute(v, depth)
-  if getmetatable(v) == ARRAY and next(v) == nil then return SENTINEL end
-  if depth > 100 then return v end
-  local copy = {}
-  for k, x in pairs(v) do
-    local t = type(x)
-    if t == "table" then
-      x = substitute(x, depth + 1)
-    elseif t == "number" and is_big_int(x) then
-      x = INT_MARK .. format("%.0f", x) .. "\0"
+-- The length of t as a JSON array, or -1 when it is an object.
+local function array_length(t)
+  local max, items = 0, 0
+  for k in next, t do
+    if type(k) ~= "number" or k < 1 or floor(k) ~= k then return -1 end
+    if k > max then max = k end
+    items = items + 1
+  end
+  if max > 10 and max > items * 2 then return -1 end
+  return max
+end
+
+local put_value
+
+local function put_array(t, n, depth)
+  if n == 0 then
+    buf:put("[]")
+    return
+  end
+  buf:put("[")
+  put_value(t[1], depth)
+  for i = 2, n do
+    buf:put(",")
+    put_value(t[i], depth)
+  end
+  buf:put("]")
+end
+
+local function put_key(k)
+  local kt = type(k)
+  if kt == "string" then
+    put_string(k)
+  elseif kt == "number" then
+    if k ~= k or k == huge or k == -huge then fail("number", "must not be NaN or Inf") end
+    buf:put('"', k, '"')
+  else
+    fail(kt, "table key must be a number or string")
+  end
+end
+
+local function put_object(t, depth)
+  local k, v = next(t)
+  buf:put("{")
+  put_key(k)
+  buf:put(":")
+  put_value(v, depth)
+  k, v = next(t, k)
+  while k ~= nil do
+    buf:put(",")
+    put_key(k)
+    buf:put(":")
+    put_value(v, depth)
+    k, v = next(t, k)
+  end
+  buf:put("}")
+end
+
+function put_value(v, depth)
+  local t = type(v)
+  if t == "string" then
+    put_string(v)
+  elseif t == "number" then
+    put_number(v)
+  elseif t == "table" then
+    if depth >= MAX_DEPTH then
+      buf:reset()
+      error(require("rage.errors").new("json.encode", "Cannot serialise, excessive nesting (" .. (depth + 1) .. ")"), 0)
     end
-    copy[k] = x
+    local k = next(v)
+    if k == nil then
+      buf:put(getmetatable(v) == ARRAY and "[]" or "{}")
+    elseif type(k) == "string" then
+      put_object(v, depth + 1)
+    else
+      local n = array_length(v)
+      if n < 0 then put_object(v, depth + 1) else put_array(v, n, depth + 1) end
+    end
+  elseif t == "boolean" then
+    buf:put(v and "true" or "false")
+  elseif v == nil or v == null then
+    buf:put("null")
+  else
+    fail(t, "type not supported")
   end
-  return copy
 end
-
-local encode, safe_encode = cjson_raise.encode, cjson.encode
 
 -- Encodes `value`; raises a json.encode error for values JSON cannot hold (functions, cycles).
--- cjson.safe's encode returns nil and the message instead of raising: called directly rather
--- than under pcall, the C call does not end the JIT trace of the request path (LuaJIT stitches
--- a new trace after a C function called from Lua, never after one called from pcall).
 function _M.encode(value)
-  local s, err = safe_encode(value)
-  if s == nil then error(require("rage.errors").new("json.encode", err), 2) end
-  local t = type(value)
-  if t == "table" then
-    if find(s, "e+", 1, true) or (find(s, "{}", 1, true) and has_empty_array(value, 0)) then
-      s = gsub(gsub(encode(substitute(value, 0)), SENTINEL_JSON, "[]"), INT_JSON, "%1")
-    end
-  elseif t == "number" and is_big_int(value) then
-    s = format("%.0f", value)
-  end
+  buf:reset()
+  put_value(value, 0)
+  local s = buf:tostring()
+  if #buf > KEEP then buf:free() end
   return s
 end
 

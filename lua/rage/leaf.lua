@@ -27,10 +27,13 @@ typedef struct {
   const char *(*header)(void *box, const char *name, size_t len, size_t *value_len);
   int (*respond)(void *box, int status, const rage_leaf_header_t *headers, size_t nheaders,
                  const char *body, size_t body_len, const char **err);
+  size_t (*json_plain)(const char *s, size_t len);
+  size_t (*json_quote)(const char *s, size_t len, uint8_t *out);
 } rage_leaf_api_t;
 ]]
 
 local api = ffi.cast("const rage_leaf_api_t *", core.leaf)
+if api.version ~= 2 then error("rage.leaf: the core's leaf API is version " .. api.version .. ", expected 2", 0) end
 local rt = ffi.cast("const void *", core.runtime)   -- a cdata: a light userdata argument is not compiled
 local value_len = ffi.new("size_t[1]")
 local scratch = ffi.new("rage_leaf_header_t[4]")   -- respond() fills it, the core copies it
@@ -40,6 +43,12 @@ local LEAF_FINISHED = 1
 local FINISHED = "this request has finished; its object is no longer usable"
 
 local _M = {}
+
+-- For rage.json's encoder, called directly: json_plain(s, #s) is the length of the prefix of s
+-- that JSON needs no escapes for; json_quote(s, #s, out) writes s quoted and escaped to out
+-- (room for 6 * #s + 2 bytes) and returns its length.
+_M.json_plain = api.json_plain
+_M.json_quote = api.json_quote
 
 -- The loop's cached time in seconds, as core.now().
 function _M.now()

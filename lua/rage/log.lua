@@ -72,10 +72,12 @@ local function text_line(msg, tags, fields)
   return concat(out, " ")
 end
 
--- Request ids by fiber (the C fiber's address as a number, rage.leaf.fiber_id): set by the
--- request-id middleware for the request's job and passed on to the fibers it spawns. A plain
--- table keyed by a number costs no allocation per request, unlike a fiber-local table would.
+-- Request ids bound to fibers (the C fiber's address as a number, rage.leaf.fiber_id): those
+-- that serve no request of the core's themselves, the fibers a request spawns and rage.test's
+-- requests. A request's own fiber asks the core (core.request_id), which makes the id only
+-- when a line needs it.
 local request_ids = {}
+local core_request_id = core.request_id
 
 -- Binds `id` to the calling fiber (nil unbinds). Returns the id bound before.
 function _M.bind_request_id(id)
@@ -87,14 +89,17 @@ function _M.bind_request_id(id)
 end
 
 -- The request id of the calling fiber, or nil.
-function _M.request_id()
-  return request_ids[fiber_id()]
+local function request_id()
+  local f = fiber_id()
+  if f == 0 then return nil end
+  return request_ids[f] or core_request_id()
 end
+_M.request_id = request_id
 
 local function emit(level, msg, extra)
   local l = core_locals(false)
   local st = l and l.__log
-  local rid = request_ids[fiber_id()]
+  local rid = request_id()
   -- Fields of the line: the job's context, its request id, then this call's own.
   local fields
   if rid or (st and next(st.fields)) or extra then

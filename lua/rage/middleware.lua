@@ -3,17 +3,13 @@
 -- A middleware is function(req, nxt): it may answer the request itself (req.box:respond, or
 -- rage.static) or call nxt(req) to go on. It adds response headers with req:add_header(), which
 -- every answer includes. The stack is composed once at boot into plain function calls, so a
--- request allocates nothing for it. Built in, in this order: request ids, CORS (when configured),
--- static files from public/ (when the folder exists), then the app's own (config.middleware).
+-- request allocates nothing for it. Built in, in this order: CORS (when configured), static
+-- files from public/ (when the folder exists), then the app's own (config.middleware). Request
+-- ids are the server's (see Request:request_id).
 
 local core = require("rage.core")
-local async = require("rage.async")
-local log = require("rage.log")
-local leaf = require("rage.leaf")
 
-local type, error, tostring, format, find, lower, concat, random = type, error, tostring, string.format, string.find, string.lower, table.concat, math.random
-local match, gmatch = string.match, string.gmatch
-local header = leaf.header
+local type, error, tostring, lower, concat = type, error, tostring, string.lower, table.concat
 
 local _M = {}
 
@@ -26,32 +22,6 @@ function _M.compose(mws, final)
     fn = function(req) return mw(req, nxt) end
   end
   return fn
-end
-
--- ---- request ids ----------------------------------------------------------------------------
-
-local counter = 0
-local prefix
-
--- An incoming X-Request-Id is kept when it is short and made of safe characters (it ends up in
--- logs and in a response header); otherwise a new id is made: pid, a counter and randomness.
-function _M.request_id()
-  return function(req, nxt)
-    local id = header(req.box, "x-request-id")
-    if not id or #id > 128 or not find(id, "^[%w%-_%.:@]+$") then
-      if not prefix then
-        math.randomseed(core.pid * 7919 + math.floor(core.clock() * 1e6))
-        prefix = format("%x%04x-", core.pid, random(0, 0xffff))
-      end
-      counter = counter + 1
-      -- %d formats the counter as an integer; prefix .. counter would go through %.14g.
-      id = format("%s%d", prefix, counter)
-    end
-    req.id = id
-    req.id_header = id   -- as req:add_header("x-request-id", id); see Request:with_headers
-    log.bind_request_id(id)   -- every log line of this request (and of the fibers it spawns) carries it
-    return nxt(req)
-  end
 end
 
 -- ---- CORS -----------------------------------------------------------------------------------
@@ -120,7 +90,6 @@ end
 function _M.stack(app)
   local config = app.config
   local mws = {}
-  if config.request_id ~= false then mws[1] = _M.request_id() end
   if config.cors then mws[#mws + 1] = _M.cors(config.cors) end
   if config.static ~= false then
     local dir = type(config.static) == "table" and config.static.dir or (app.dir .. "/public")

@@ -27,19 +27,18 @@ _M.UNSET = UNSET
 
 function _M.new(box, method, path, query, app)
   return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
-                       id = UNSET, id_header = UNSET, route = UNSET, status = UNSET,
-                       extra_headers = UNSET}, Request)
+                       route = UNSET, status = UNSET, extra_headers = UNSET}, Request)
 end
 
 -- maker(app) -> new(box, method, path, query): what the dispatcher uses. `app` comes from a
 -- class of the app's own (a table with app = app whose lookups fall back to Request), so the
--- request table holds eight fields, not ten: a hash part half the size to allocate and sweep.
+-- request table holds six fields, in a hash part of eight slots that leaves room for two more.
 function _M.maker(app)
   local class = setmetatable({app = app}, Request)
   class.__index = class
   return function(box, method, path, query)
     return setmetatable({box = box, method = method, path = path, query_string = query,
-                         id = UNSET, id_header = UNSET, route = UNSET, status = UNSET}, class)
+                         route = UNSET, status = UNSET}, class)
   end
 end
 
@@ -63,10 +62,6 @@ function Request:with_headers(headers)
       if headers[k] == nil then headers[k] = v end
     end
   end
-  -- The request-id middleware's X-Request-Id, kept apart from the added headers so that the
-  -- common request merges without a loop (a loop here ends the JIT trace of the request path).
-  local id = self.id_header
-  if id and headers["x-request-id"] == nil then headers["x-request-id"] = id end
   local jar = self.cookie_jar
   if jar then jar:commit(headers) end
   return headers
@@ -76,6 +71,14 @@ end
 function Request:respond(status, headers, body)
   self.status = status
   self.box:respond(status, self:with_headers(headers or {}), body or "")
+end
+
+-- The request id: the request's own X-Request-Id when it is safe to echo and to log (at most
+-- 128 of letters, digits and -_.:@), else one the server made (a per-process prefix and a
+-- counter). The server sends it back as X-Request-Id (unless config.request_id = false) and it
+-- is in every log line of the request. Made the first time it is needed.
+function Request:request_id()
+  return self.box:request_id()
 end
 
 function Request:header(name)

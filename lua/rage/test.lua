@@ -40,6 +40,28 @@ end
 function Box:http_version() return "1.1" end
 function Box:peer() return "127.0.0.1" end
 function Box:responded() return self.res.status ~= nil end
+
+-- As the core: the request's own X-Request-Id when it is safe, else a new one.
+local ids = 0
+function Box:request_id()
+  if not self._id then
+    local own = self._headers["x-request-id"]
+    if own and #own <= 128 and own:find("^[%w%-_%.:@]+$") then
+      self._id = own
+    else
+      ids = ids + 1
+      self._id = "test-" .. ids
+    end
+  end
+  return self._id
+end
+
+-- The response headers as the core sends them: with X-Request-Id unless the app set one.
+local function add_request_id(box, headers)
+  if box._want_id and headers["x-request-id"] == nil then
+    headers["x-request-id"] = box:request_id()
+  end
+end
 function Box:connected() return true end
 
 local function check_headers(headers)
@@ -61,6 +83,7 @@ function Box:respond(status, headers, body)
   local res = self.res
   res.status = status
   for k, v in pairs(headers or {}) do res.headers[lower(k)] = v end
+  add_request_id(self, res.headers)
   res.body = self._head_only and "" or (body or "")
 end
 
@@ -69,6 +92,7 @@ function Box:stream_start(status, headers)
   check_headers(headers)
   self.res.status = status
   for k, v in pairs(headers or {}) do self.res.headers[lower(k)] = v end
+  add_request_id(self, self.res.headers)
   self._chunks = {}
 end
 
@@ -166,7 +190,8 @@ function _M.request(app, method, target, opts)
   if body ~= "" then headers["content-length"] = tostring(#body) end
   local path, query = target:match("^([^?]*)%??(.*)$")
   local res = setmetatable({headers = {}}, Response)
-  local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD"}, Box)
+  local box = setmetatable({_headers = headers, _body = body, res = res, _head_only = method == "HEAD",
+                            _want_id = app.config == nil or app.config.request_id ~= false}, Box)
   -- A job of its own, as a real request gets: fiber-local state (request id, log context,
   -- spawned children) never leaks into the spec that made the request.
   require("rage.async").spawn(app.handler, box, method, path, query ~= "" and query or nil):wait()

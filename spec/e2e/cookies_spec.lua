@@ -7,11 +7,7 @@ local client = require("spec.support.client")
 
 local quote, sh = server.quote, server.sh
 
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local write = server.write_file
 
 local SESSIONS = [[
 local Sessions = rage.controller("sessions")

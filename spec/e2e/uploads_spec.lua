@@ -7,11 +7,7 @@ local client = require("spec.support.client")
 
 local quote, sh, capture = server.quote, server.sh, server.capture
 
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local write = server.write_file
 
 describe("uploads", function()
   local dir, srv

@@ -43,6 +43,12 @@ local function read_file(path)
 end
 _M.read_file = read_file
 
+function _M.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
 function _M.sleep(seconds)
   socket.sleep(seconds)
 end
