@@ -529,14 +529,19 @@ local function new_headers()
   return {["content-type"] = UNSET}
 end
 
--- The metatable of class's instances: lookups go to the class, except self.cookies and
--- self.session, which are made on first use and then kept in the instance (most actions never
--- touch them, and making both cost a W1 request ~1.3k instructions).
+-- The metatable of class's instances: lookups go to the class, except self.params,
+-- self.cookies and self.session, which are made on first use and then kept in the instance
+-- (many actions never touch them; making the cookie jar and the session cost a W1 request
+-- ~1.3k instructions).
 local function instance_mt(class)
   local mt = rawget(class, "__instance_mt")
   if mt then return mt end
   mt = {__index = function(self, k)
-    if k == "cookies" then
+    if k == "params" then
+      local p = rawget(self, "request"):params()
+      rawset(self, "params", p)
+      return p
+    elseif k == "cookies" then
       local jar = new_jar(rawget(self, "request"))
       rawset(self, "cookies", jar)
       return jar
@@ -551,10 +556,10 @@ local function instance_mt(class)
   return mt
 end
 
--- A fresh controller instance, with slots for what render() sets.
-local function new_instance(mt, req, params)
-  return setmetatable({request = req, params = params, headers = new_headers(),
-                       status = UNSET, body = UNSET, __rendered = UNSET}, mt)
+-- A fresh controller instance, with slots for what render() sets (and room for self.params).
+local function new_instance(mt, req)
+  return setmetatable({request = req, headers = new_headers(), status = UNSET, body = UNSET,
+                       __rendered = UNSET}, mt)
 end
 
 -- The runner for `action` kept in the class's table `field`, made by make() the first time.
@@ -588,8 +593,8 @@ function _M.compile_open(class, action)
   return cached(class, "__compiled_open", action, function()
     local chain = compile_action(class, action)
     local mt = instance_mt(class)
-    local run = function(req, params)
-      local self = new_instance(mt, req, params)
+    local run = function(req)
+      local self = new_instance(mt, req)
       chain(self)
       return self
     end
@@ -625,7 +630,7 @@ function _M.rescue(self, h, err)
   if type(h) == "string" then self[h](self, err) else h(self, err) end
 end
 
--- Returns the runner for class#action: run(req, params) -> instance (with status, headers,
+-- Returns the runner for class#action: run(req) -> instance (with status, headers,
 -- body). Compiled once and cached on the class.
 function _M.compile(class, action)
   return cached(class, "__compiled", action, function() return compile_runner(class, action) end)
@@ -648,8 +653,8 @@ function compile_runner(class, action)
       end
       return traceback(tostring(err), 2)
     end
-    run = function(req, params)
-      local self = new_instance(mt, req, params)
+    run = function(req)
+      local self = new_instance(mt, req)
       local ok, err = xpcall(chain, keep_stack, self)
       if not ok then
         local h = rescuer(class, err)
@@ -659,8 +664,8 @@ function compile_runner(class, action)
       return self
     end
   else
-    run = function(req, params)
-      local self = new_instance(mt, req, params)
+    run = function(req)
+      local self = new_instance(mt, req)
       chain(self)
       return self
     end

@@ -10,7 +10,6 @@
 -- `handler`. Both share every step but the protected call.
 
 local request = require("rage.request")
-local params_mod = require("rage.params")
 local controller = require("rage.controller")
 local errors = require("rage.errors")
 local log = require("rage.log")
@@ -21,7 +20,6 @@ local leaf = require("rage.leaf")
 
 local xpcall, traceback, type, tostring, concat, format = xpcall, debug.traceback, type, tostring, table.concat, string.format
 local pairs, ipairs, find = pairs, ipairs, string.find
-local parse_params = params_mod.parse
 local clock = core.clock
 local floor = math.floor
 local responded, respond = leaf.responded, leaf.respond
@@ -59,21 +57,6 @@ end
 -- Set by an error handler (on_failure) while an error unwinds, read as soon as the protected
 -- call returns: nothing can run in between.
 local pending_self, pending_rescue
-
--- self.params: the query string, then a form body over it, then the path parameters over
--- both (as Rails: a query cannot replace the :id the route matched).
--- Request params: query < body (form or JSON object) < path, as in Rails.
-local function merge_params(req, path_params)
-  local qs = req.query_string
-  local body = req.method ~= "GET" and req.method ~= "HEAD" and req:body_params()
-  if not qs and not body then return path_params end
-  local merged = parse_params(qs)
-  if body then
-    for k, v in pairs(body) do merged[k] = v end
-  end
-  for k, v in pairs(path_params) do merged[k] = v end
-  return merged
-end
 
 -- The request's id for an error line, "-" when the request object has none.
 local function request_id(req)
@@ -154,11 +137,13 @@ function _M.new(app)
       return fail(req, 404, "Not Found\n")
     end
     req.route = route
+    req.path_params = params
     local run = open and route.open_run or route.run
     if run then
-      return answer(req, run(req, merge_params(req, params)))
+      return answer(req, run(req))
     end
     -- A Lua handler (mount or function target): handler(req, params) -> status, headers, body
+    params = params or {}
     local h = route.handler
     local status, headers, body
     if type(h) == "function" then

@@ -27,18 +27,19 @@ _M.UNSET = UNSET
 
 function _M.new(box, method, path, query, app)
   return setmetatable({box = box, method = method, path = path, query_string = query, app = app,
-                       route = UNSET, status = UNSET, extra_headers = UNSET}, Request)
+                       route = UNSET, path_params = UNSET, status = UNSET, extra_headers = UNSET},
+                      Request)
 end
 
 -- maker(app) -> new(box, method, path, query): what the dispatcher uses. `app` comes from a
 -- class of the app's own (a table with app = app whose lookups fall back to Request), so the
--- request table holds six fields, in a hash part of eight slots that leaves room for two more.
+-- request table holds seven fields, in a hash part of eight slots that leaves room for one more.
 function _M.maker(app)
   local class = setmetatable({app = app}, Request)
   class.__index = class
   return function(box, method, path, query)
     return setmetatable({box = box, method = method, path = path, query_string = query,
-                         route = UNSET, status = UNSET}, class)
+                         route = UNSET, path_params = UNSET, status = UNSET}, class)
   end
 end
 
@@ -167,6 +168,25 @@ function Request:body_params()
   return bp
 end
 
+-- A controller's params: the query string, then a form or JSON body over it, then the path's
+-- parameters (`path_params`, set by the router) over both, as in Rails: a query cannot replace
+-- the :id the route matched. Made when the action first reads self.params, never before.
+function Request:params()
+  local path_params = self.path_params
+  local qs = self.query_string
+  local method = self.method
+  local body = method ~= "GET" and method ~= "HEAD" and self:body_params()
+  if not qs and not body then return path_params or {} end
+  local merged = params.parse(qs)
+  if body then
+    for k, v in pairs(body) do merged[k] = v end
+  end
+  if path_params then
+    for k, v in pairs(path_params) do merged[k] = v end
+  end
+  return merged
+end
+
 -- Registers fn to run when the request ends, whatever happened (temporary files).
 function Request:on_cleanup(fn)
   local list = self.cleanup
@@ -283,9 +303,10 @@ end
 
 local FORMATS = {json = "json", html = "html", xml = "xml", csv = "csv", txt = "text", text = "text"}
 
--- "json", "html", ...: the path's extension if the route had one, else the Accept header.
+-- "json", "html", ...: the path's extension if the route had one (`(.:format)`), else the
+-- Accept header.
 function Request:format()
-  local route_format = self.route and self.params_format
+  local route_format = self.path_params and self.path_params.format
   if route_format then return route_format end
   local accept = self.box:header("accept")
   if not accept or find(accept, "*/*", 1, true) and not find(accept, ",", 1, true) then return "html" end

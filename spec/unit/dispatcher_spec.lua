@@ -269,10 +269,36 @@ describe("rage.dispatcher", function()
       local Items = rage.controller("items")
       function Items:show() self:render{json = self.params} end
       function Items:update() self:render{json = self.params} end
+      function Items:index() self:render{json = self.params} end
+      function Items:bad() self:render{plain = "never read the body"} end
+      function Items:format() self:render{plain = self.request:format()} end
       a = app(function(r)
         r:get("/shops/:shop_id/items/:id", "items#show")
         r:post("/shops/:shop_id/items/:id", "items#update")
+        r:get("/items", "items#index")
+        r:post("/items/bad", "items#bad")
+        r:get("/items/:id/format(.:format)", "items#format")
       end)
+    end)
+
+    it("are an empty table on a route without parameters and no query", function()
+      local res = t.request(a, "GET", "/items")
+      assert.equal(200, res.status)
+      assert.same({}, res:json())
+      assert.same({page = "2"}, t.request(a, "GET", "/items?page=2"):json())
+    end)
+
+    it("are made only when the action reads them: a body it never reads is never parsed", function()
+      local res = t.request(a, "POST", "/items/bad",
+        {body = "{not json", headers = {["content-type"] = "application/json"}})
+      assert.equal(200, res.status)
+      assert.equal("never read the body", res.body)
+    end)
+
+    it("give request:format() the path's extension, else the Accept header", function()
+      assert.equal("json", t.request(a, "GET", "/items/1/format.json").body)
+      assert.equal("xml", t.request(a, "GET", "/items/1/format.xml", {headers = {accept = "application/json"}}).body)
+      assert.equal("json", t.request(a, "GET", "/items/1/format", {headers = {accept = "application/json"}}).body)
     end)
 
     it("merge path and query parameters", function()

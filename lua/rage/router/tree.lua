@@ -498,8 +498,8 @@ end
 
 -- match(router, method, path, host) → route, params | nil, allowed | nil, nil; it compiles the
 -- router on first use. rage.router installs it as the method itself, so a request pays for no
--- extra call. The static hit path is one hash lookup and one new table, on purpose: it runs on
--- every request.
+-- extra call. The static hit path is one hash lookup, on purpose: it runs on every request. A
+-- static route without defaults has no params (nil); one with defaults gets a new table.
 local function match_route(self, method, path, host)
   local static = self._static
   if static == nil then
@@ -510,12 +510,10 @@ local function match_route(self, method, path, host)
   if e ~= nil then
     local v = e[method]
     if v ~= nil then
-      local params = {}
       local dn = v.dn
-      if dn > 0 then
-        local dk, dv = v.dk, v.dv
-        for k = 1, dn do params[dk[k]] = dv[k] end
-      end
+      if dn == 0 then return v.route, nil end
+      local params, dk, dv = {}, v.dk, v.dv
+      for k = 1, dn do params[dk[k]] = dv[k] end
       return v.route, params
     end
   end
