@@ -64,13 +64,31 @@ _M.Base = Base
 
 local base_methods = {}   -- names an action may not have
 
-local function set_headers(self, headers)
-  local h = self.headers
-  for k, v in pairs(headers) do
-    if type(v) == "number" then v = tostring(v) end
-    h[lower(k)] = v
+-- Response headers. The Content-Type is kept in self.__content_type, the others in
+-- self.headers, a table made only when an action sets one: most responses carry nothing but
+-- a content type, and go out without a header table at all (see rage.dispatcher).
+local function put_header(self, name, value)
+  if type(value) == "number" then value = tostring(value) end
+  name = lower(name)
+  if name == "content-type" then
+    self.__content_type = value
+  else
+    self.headers[name] = value
   end
 end
+
+local function set_headers(self, headers)
+  for k, v in pairs(headers) do put_header(self, k, v) end
+end
+
+-- The response headers of instance `self` as one table (a new one without other headers).
+local function response_headers(self)
+  local h = rawget(self, "headers") or {}
+  local ct = self.__content_type
+  if ct ~= nil then h["content-type"] = ct end
+  return h
+end
+_M.response_headers = response_headers
 
 -- render{json = v | plain = s | html = s | body = s, status = 200, headers = {...}, content_type = s}
 function Base:render(opts)
@@ -89,13 +107,12 @@ function Base:render(opts)
   else
     body = ""
   end
-  local h = self.headers
-  if opts.content_type then
-    h["content-type"] = opts.content_type
-  elseif ctype and not h["content-type"] then
-    h["content-type"] = ctype
-  end
   if opts.headers then set_headers(self, opts.headers) end
+  if opts.content_type then
+    self.__content_type = opts.content_type
+  elseif ctype and not self.__content_type then
+    self.__content_type = ctype
+  end
   local status = opts.status
   self.status = status and status_code(status, 2) or 200
   self.body = body
@@ -119,13 +136,12 @@ function Base:stream(fn, opts)
   if type(fn) ~= "function" then error("stream expects a function(write)", 2) end
   opts = opts or {}
   if opts.headers then set_headers(self, opts.headers) end
-  local h = self.headers
-  h["content-type"] = opts.content_type or h["content-type"] or "text/plain; charset=utf-8"
+  self.__content_type = opts.content_type or self.__content_type or "text/plain; charset=utf-8"
   local box = self.request.box
   self.status = opts.status and status_code(opts.status, 2) or 200
   self.__rendered = true
   self.__streamed = true
-  box:stream_start(self.status, self.request:with_headers(h))
+  box:stream_start(self.status, self.request:with_headers(response_headers(self)))
   local function write(data)
     local ok, kind, msg = box:write(tostring(data))
     if not ok then errors.raise(kind, msg, nil, 2) end
@@ -154,16 +170,16 @@ function Base:send_file(path, opts)
   if not real or core.stat(real) ~= "file" then
     errors.raise("controller.file_not_found", "send_file: no such file: " .. path, {status = 404}, 2)
   end
-  local h = self.headers
-  h["content-type"] = opts.content_type or static.content_type(opts.filename or real)
+  self.__content_type = opts.content_type or static.content_type(opts.filename or real)
   if opts.disposition or opts.filename then
     local name = (opts.filename or real:match("[^/]+$")):gsub('[%c"\\]', "_")
-    h["content-disposition"] = (opts.disposition or "attachment") .. '; filename="' .. name .. '"'
+    self.headers["content-disposition"] =
+      (opts.disposition or "attachment") .. '; filename="' .. name .. '"'
   end
   self.__rendered = true
   self.__streamed = true
   self.status = 200
-  static.send(self.request, real, self.request:with_headers(h))
+  static.send(self.request, real, self.request:with_headers(response_headers(self)))
 end
 
 -- url_for("photo", {id = 1}) -> "/photos/1": the app's named routes.
@@ -176,8 +192,7 @@ function Base:is_rendered()
 end
 
 function Base:set_header(name, value)
-  if type(value) == "number" then value = tostring(value) end
-  self.headers[lower(name)] = value
+  put_header(self, name, value)
 end
 
 -- redirect_to(url, {status = 302, allow_other_host = false})
@@ -524,11 +539,6 @@ end
 -- fields in LuaJIT's table template, so setting them later inserts no key (see rage.request).
 local UNSET = nil
 
--- A response header table with a slot for the header nearly every response gets.
-local function new_headers()
-  return {["content-type"] = UNSET}
-end
-
 -- The metatable of class's instances: lookups go to the class, except self.params,
 -- self.cookies and self.session, which are made on first use and then kept in the instance
 -- (many actions never touch them; making the cookie jar and the session cost a W1 request
@@ -541,6 +551,10 @@ local function instance_mt(class)
       local p = rawget(self, "request"):params()
       rawset(self, "params", p)
       return p
+    elseif k == "headers" then
+      local h = {}
+      rawset(self, "headers", h)
+      return h
     elseif k == "cookies" then
       local jar = new_jar(rawget(self, "request"))
       rawset(self, "cookies", jar)
@@ -558,7 +572,7 @@ end
 
 -- A fresh controller instance, with slots for what render() sets (and room for self.params).
 local function new_instance(mt, req)
-  return setmetatable({request = req, headers = new_headers(), status = UNSET, body = UNSET,
+  return setmetatable({request = req, status = UNSET, body = UNSET, __content_type = UNSET,
                        __rendered = UNSET}, mt)
 end
 
@@ -626,7 +640,8 @@ end
 -- What the runner does with the rescue handler `h` of an error `err` in instance `self`.
 function _M.rescue(self, h, err)
   self.__rendered = nil
-  self.headers = {}
+  self.headers = nil
+  self.__content_type = nil
   if type(h) == "string" then self[h](self, err) else h(self, err) end
 end
 

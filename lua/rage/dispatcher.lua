@@ -22,7 +22,8 @@ local xpcall, traceback, type, tostring, concat, format = xpcall, debug.tracebac
 local pairs, ipairs, find = pairs, ipairs, string.find
 local clock = core.clock
 local floor = math.floor
-local responded, respond = leaf.responded, leaf.respond
+local responded, respond, respond_type = leaf.responded, leaf.respond, leaf.respond_type
+local response_headers = controller.response_headers
 local yield, IDLE, select, unpack = coroutine.yield, core.IDLE, select, unpack
 local UNSET = request.UNSET
 local getinfo, getlocal = debug.getinfo, debug.getlocal
@@ -109,17 +110,23 @@ function _M.new(app)
     if not middleware.tail_calling(mw) then open = false end
   end
 
-  -- Answers with what controller instance `c` rendered.
+  -- Answers with what controller instance `c` rendered. A response with no header but its
+  -- Content-Type (set by neither the action, a middleware nor the cookies) goes out without a
+  -- header table.
   local function answer(req, c)
     local box = req.box
     req.status = c.status
     if responded(box) then return end
     if c.__rendered then
-      respond(box, c.status, req:with_headers(c.headers), c.body)
+      if rawget(c, "headers") == nil and not req:adds_headers() then
+        respond_type(box, c.status, c.__content_type, c.body)
+      else
+        respond(box, c.status, req:with_headers(response_headers(c)), c.body)
+      end
       req.status = c.status
     else
       -- An action that renders nothing answers 204, as a Rails API controller does.
-      box:respond(204, req:with_headers(c.headers), "")
+      box:respond(204, req:with_headers(response_headers(c)), "")
       req.status = 204
     end
   end

@@ -125,4 +125,24 @@ function _M.respond(box, status, headers, body)
   error(ffi_string(err_out[0]), 0)
 end
 
+-- box:respond(status, {["content-type"] = content_type}, body) without the table: the response
+-- of an action that set no other header. `content_type` may be nil (no header at all).
+function _M.respond_type(box, status, content_type, body)
+  if body == nil then body = "" end
+  if type(box) ~= "userdata" or type(status) ~= "number" or type(body) ~= "string" or
+     (content_type ~= nil and type(content_type) ~= "string") then
+    return box:respond(status, {["content-type"] = content_type}, body)
+  end
+  local n = 0
+  if content_type ~= nil then
+    put(0, "content-type", content_type)
+    n = 1
+  end
+  local r = api.respond(box, status, scratch, n, body, #body, err_out)
+  if r == 0 then return end
+  if r == LEAF_FINISHED then error(FINISHED, 2) end
+  if r > 0 then return box:respond(status, {["content-type"] = content_type}, body) end
+  error(ffi_string(err_out[0]), 0)
+end
+
 return _M

@@ -54,6 +54,11 @@ function Request:add_header(name, value)
   extra[name] = value
 end
 
+-- Whether with_headers would add anything: headers added by middleware, or cookies.
+function Request:adds_headers()
+  return self.extra_headers ~= nil or self.cookie_jar ~= nil
+end
+
 -- Merges the added headers into `headers` (a response header table) and returns it, with the
 -- Set-Cookie lines of the cookies and session this request changed (see rage.cookies).
 function Request:with_headers(headers)

@@ -1,6 +1,6 @@
 -- rage.leaf: the core's leaf functions through the FFI, and their fallback for request objects
 -- that are not the core's (rage.test's and the unit specs' stand-ins). The core's own request
--- objects are covered end to end (spec/e2e/static_spec.lua: request ids, headers).
+-- objects are covered end to end (spec/e2e/http_spec.lua, spec/e2e/request_id_spec.lua).
 
 local leaf = require("rage.leaf")
 local core = require("rage.core")
@@ -35,5 +35,20 @@ describe("rage.leaf", function()
     box.respond = function(_, status, headers, body) sent = {status, headers, body} end
     leaf.respond(box, 201, {["x-a"] = "1"}, "made")
     assert.same({201, {["x-a"] = "1"}, "made"}, sent)
+    leaf.respond_type(box, 200, "text/plain", "hi")
+    assert.same({200, {["content-type"] = "text/plain"}, "hi"}, sent)
+    leaf.respond_type(box, 204, nil, nil)
+    assert.same({204, {}, ""}, sent)
+  end)
+
+  it("finds the bytes JSON escapes and quotes strings as JSON", function()
+    local ffi = require("ffi")
+    assert.equal(5, tonumber(leaf.json_plain("plain", 5)))
+    assert.equal(2, tonumber(leaf.json_plain('ab"c', 4)))
+    assert.equal(0, tonumber(leaf.json_plain("\n", 1)))
+    local s = 'a"\\/\n\1\127é'
+    local out = ffi.new("uint8_t[?]", #s * 6 + 2)
+    local n = tonumber(leaf.json_quote(s, #s, out))
+    assert.equal('"a\\"\\\\\\/\\n\\u0001\\u007fé"', ffi.string(out, n))
   end)
 end)
