@@ -3,10 +3,12 @@
  *
  * llhttp does the tokenizing with all lenient flags off. Two pauses frame every request: the
  * on_headers_complete callback pauses so that the complete raw head can be checked here (bare
- * CR or LF, NUL, obs-fold, which llhttp 8 lets through in places) and copied into the request;
- * on_message_complete pauses so the request can be handled while later pipelined bytes wait.
+ * CR or LF, NUL, obs-fold, which llhttp 8 lets through in places), split into its header lines
+ * and copied into the request; on_message_complete pauses so the request can be handled while
+ * later pipelined bytes wait. llhttp reports no header spans: the head it has accepted is split
+ * once it is complete, in one pass, which costs less than a callback per name and value.
  *
- * Header spans are recorded as offsets from the start of the head, so the head can be moved to
+ * The target is recorded as an offset from the start of the head, so the head can be moved to
  * the front of the buffer between reads without fixing up anything. llhttp keeps no pointers
  * into the data between calls to llhttp_execute(), which is what makes that move safe.
  */
@@ -17,10 +19,7 @@
 
 #include "log.h"
 
-typedef rage__http1_span_t span_t;
-
-#define SPANS(p) ((span_t *)(void *)(p)->rbuf->data)
-#define DATA(p) ((p)->rbuf->data + (p)->pools->span_size)
+#define DATA(p) ((p)->rbuf->data)
 
 static inline rage__http1_t *self(llhttp_t *h) {
   return (rage__http1_t *)h;
@@ -51,11 +50,8 @@ static int on_message_begin(llhttp_t *h) {
   p->have_start = 0;
   p->method_len = 0;
   p->url_off = p->url_len = 0;
-  p->nspans = 0;
-  p->header_bytes = 0;
-  p->in_field = 0;
+  p->url_done = 0;
   p->chunk_ext_bytes = 0;
-  p->te_seen = 0;
   p->requests++;
   return 0;
 }
@@ -76,54 +72,8 @@ static int on_url(llhttp_t *h, const char *at, size_t len) {
   return 0;
 }
 
-static int add_header_bytes(rage__http1_t *p, size_t len) {
-  p->header_bytes += len;
-  if (p->header_bytes > p->cfg->max_header_size)
-    return fail(p, 431, "Request Header Fields Too Large");
-  return 0;
-}
-
-/* in_field: 0 between headers, 1 in a name, 2 name complete, 3 in a value. */
-static int on_header_field(llhttp_t *h, const char *at, size_t len) {
-  rage__http1_t *p = self(h);
-  if (p->in_field != 1) {
-    if (p->nspans >= p->cfg->max_headers) return fail(p, 431, "Too Many Header Fields");
-    span_t *s = &SPANS(p)[p->nspans++];
-    s->name_off = (uint32_t)head_off(p, at);
-    s->name_len = 0;
-    s->value_off = 0;
-    s->value_len = 0;
-    p->in_field = 1;
-  }
-  SPANS(p)[p->nspans - 1].name_len += (uint32_t)len;
-  return add_header_bytes(p, len);
-}
-
-static int on_header_field_complete(llhttp_t *h) {
-  rage__http1_t *p = self(h);
-  p->in_field = 2;
-  /* llhttp would report a repeated Transfer-Encoding as an unsupported coding (501); it is a
-   * framing conflict, answered 400 like a repeated Content-Length. */
-  const span_t *s = &SPANS(p)[p->nspans - 1];
-  if (rage__strieq(DATA(p) + p->head_start + s->name_off, s->name_len, "transfer-encoding", 17) &&
-      p->te_seen++)
-    return fail(p, 400, "Bad Request: duplicate Transfer-Encoding header");
-  return 0;
-}
-
-static int on_header_value(llhttp_t *h, const char *at, size_t len) {
-  rage__http1_t *p = self(h);
-  span_t *s = &SPANS(p)[p->nspans - 1];
-  if (p->in_field != 3) {
-    s->value_off = (uint32_t)head_off(p, at);
-    p->in_field = 3;
-  }
-  s->value_len += (uint32_t)len;
-  return add_header_bytes(p, len);
-}
-
-static int on_header_value_complete(llhttp_t *h) {
-  self(h)->in_field = 0;
+static int on_url_complete(llhttp_t *h) {
+  self(h)->url_done = 1;
   return 0;
 }
 
@@ -158,26 +108,60 @@ static int on_body(llhttp_t *h, const char *at, size_t len) {
   return 0;
 }
 
+/* Trailer fields of a chunked body, which llhttp reports as header spans: nothing keeps them,
+ * but they count against the same limits as the head's headers. Only a chunked body's parse
+ * has these callbacks (settings_chunked); a head's lines are split in head_complete. */
+static int add_trailer_bytes(rage__http1_t *p, size_t len) {
+  p->header_bytes += len;
+  if (p->header_bytes > p->cfg->max_header_size)
+    return fail(p, 431, "Request Header Fields Too Large");
+  return 0;
+}
+
+static int on_trailer_field(llhttp_t *h, const char *at, size_t len) {
+  rage__http1_t *p = self(h);
+  (void)at;
+  if (!p->in_trailer_name) {
+    p->in_trailer_name = 1;
+    if (++p->header_count > p->cfg->max_headers) return fail(p, 431, "Too Many Header Fields");
+  }
+  return add_trailer_bytes(p, len);
+}
+
+static int on_trailer_value(llhttp_t *h, const char *at, size_t len) {
+  rage__http1_t *p = self(h);
+  (void)at;
+  p->in_trailer_name = 0;
+  return add_trailer_bytes(p, len);
+}
+
+static const llhttp_settings_t settings;
+
 static int on_message_complete(llhttp_t *h) {
   self(h)->pause_head = 0;
+  h->settings = (void *)&settings;
   return HPE_PAUSED;
 }
 
-static const llhttp_settings_t settings = {
-    .on_message_begin = on_message_begin,
-    .on_method = on_method,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_field_complete = on_header_field_complete,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
-    .on_headers_complete = on_headers_complete,
-    .on_chunk_extension_name = on_chunk_ext,
-    .on_chunk_extension_value = on_chunk_ext,
-    .on_chunk_complete = on_chunk_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+#define RAGE_HTTP1_SETTINGS                               \
+  .on_message_begin = on_message_begin,                   \
+  .on_method = on_method,                                 \
+  .on_url = on_url,                                       \
+  .on_url_complete = on_url_complete,                     \
+  .on_headers_complete = on_headers_complete,             \
+  .on_chunk_extension_name = on_chunk_ext,                \
+  .on_chunk_extension_value = on_chunk_ext,               \
+  .on_chunk_complete = on_chunk_complete,                 \
+  .on_body = on_body,                                     \
+  .on_message_complete = on_message_complete
+
+static const llhttp_settings_t settings = {RAGE_HTTP1_SETTINGS};
+static const llhttp_settings_t settings_chunked = {
+    RAGE_HTTP1_SETTINGS,
+    .on_header_field = on_trailer_field,
+    .on_header_value = on_trailer_value,
 };
+#undef RAGE_HTTP1_SETTINGS
 
 void rage__http1_init(rage__http1_t *p, const rage_server_config_t *cfg, rage__pools_t *pools,
                       const rage__http1_cbs_t *cbs, void *data) {
@@ -301,96 +285,193 @@ static int valid_host(const char *s, size_t len) {
   return 1;
 }
 
-/* Checks the raw head [head_start, pos) and copies it into a new request. */
+/* Whether the 8 bytes at s hold one below 14 (NUL, TAB, LF, CR and the like); the lowest byte
+ * flagged in the result is exact. */
+static inline uint64_t ctl_bytes(const unsigned char *s) {
+  uint64_t x;
+  memcpy(&x, s, 8);
+  return (x - 0x0e0e0e0e0e0e0e0eULL) & ~x & 0x8080808080808080ULL;
+}
+
+/* The line ends of a head: every CR must precede an LF and every LF follow a CR, no line may
+ * start with white space (obs-fold), and no byte may be NUL. Counts the lines in *lines, or
+ * returns the reason the head is refused. Eight bytes at a time, stopping only at bytes below
+ * 14: the two of each line end, and tabs. */
+static const char *check_line_ends(const unsigned char *s, const unsigned char *end,
+                                   size_t *lines) {
+  size_t n = 0;
+  while (s < end) {
+    if (end - s >= 8) {
+      uint64_t m = ctl_bytes(s);
+      if (m == 0) {
+        s += 8;
+        continue;
+      }
+      s += __builtin_ctzll(m) / 8;
+    }
+    unsigned char c = *s++;
+    if (c > '\r' || c == '\t') continue;
+    if (c == '\r') {
+      if (s == end || *s != '\n') return "Bad Request: bare CR in request head";
+      s++;
+      n++;
+      if (s < end && (*s == ' ' || *s == '\t')) return "Bad Request: obsolete line folding";
+    } else if (c == '\n') {
+      return "Bad Request: bare LF in request head";
+    } else if (c == '\0') {
+      return "Bad Request: NUL in request head";
+    }
+  }
+  *lines = n;
+  return NULL;
+}
+
+/* Whether the header name s (a token, as llhttp checked) is `lower`, ignoring ASCII case: the
+ * bytes of a token that OR 0x20 maps onto a lower-case letter or '-' are that letter in either
+ * case, or that '-'. */
+static int name_is(const char *s, size_t len, const char *lower, size_t lower_len) {
+  if (len != lower_len) return 0;
+  for (size_t i = 0; i < len; i++)
+    if ((s[i] | 0x20) != lower[i]) return 0;
+  return 1;
+}
+
+/* Checks the raw head [head_start, pos), which llhttp has accepted, and copies it into a new
+ * request, split into its target and header lines. */
 static int head_complete(rage__http1_t *p) {
   const char *base = DATA(p) + p->head_start;
   size_t hlen = p->pos - p->head_start;
   llhttp_t *h = &p->parser;
 
-  /* Line ends: every LF must follow a CR, every CR must precede an LF, and no line may start
-   * with white space (obs-fold). memchr keeps this to a few instructions per byte. */
-  if (memchr(base, '\0', hlen)) return fail(p, 400, "Bad Request: NUL in request head");
-  size_t lfs = 0, crs = 0;
-  for (const char *lf = memchr(base, '\n', hlen); lf; lf = memchr(lf + 1, '\n', (size_t)(base + hlen - lf - 1))) {
-    if (lf == base || lf[-1] != '\r') return fail(p, 400, "Bad Request: bare LF in request head");
-    if (lf + 1 < base + hlen && (lf[1] == ' ' || lf[1] == '\t'))
-      return fail(p, 400, "Bad Request: obsolete line folding");
-    lfs++;
-  }
-  for (const char *cr = memchr(base, '\r', hlen); cr; cr = memchr(cr + 1, '\r', (size_t)(base + hlen - cr - 1)))
-    crs++;
-  if (crs != lfs) return fail(p, 400, "Bad Request: bare CR in request head");
+  size_t lines = 0;
+  const char *bad = check_line_ends((const unsigned char *)base, (const unsigned char *)base + hlen, &lines);
+  if (bad) return fail(p, 400, bad);
   if (h->http_major != 1 || h->http_minor > 1) return fail(p, 505, "HTTP Version Not Supported");
-
-  const span_t *spans = SPANS(p);
-  int nhost = 0, ncl = 0, nte = 0, nexpect = 0, rid = -1;
-  const span_t *te = NULL, *expect = NULL, *host = NULL;
-  for (unsigned i = 0; i < p->nspans; i++) {
-    const char *name = base + spans[i].name_off;
-    size_t nlen = spans[i].name_len;
-    if (rage__strieq(name, nlen, "host", 4)) {
-      nhost++;
-      host = &spans[i];
-    } else if (rage__strieq(name, nlen, "content-length", 14)) {
-      ncl++;
-    } else if (rage__strieq(name, nlen, "transfer-encoding", 17)) {
-      nte++;
-      te = &spans[i];
-    } else if (rage__strieq(name, nlen, "expect", 6)) {
-      nexpect++;
-      expect = &spans[i];
-    } else if (rid < 0 && rage__strieq(name, nlen, "x-request-id", 12)) {
-      rid = (int)i;
-    }
-  }
-  if (nhost > 1) return fail(p, 400, "Bad Request: duplicate Host header");
-  if (nhost == 0 && h->http_minor == 1) return fail(p, 400, "Bad Request: missing Host header");
-  if (host && !valid_host(base + host->value_off, host->value_len))
-    return fail(p, 400, "Bad Request: invalid Host header");
-  const char *url = base + p->url_off;
-  size_t url_len = p->url_len;
-  if (memchr(url, '#', url_len)) return fail(p, 400, "Bad Request: fragment in request target");
-  /* absolute-form (RFC 9112 3.2.2): keep the path; the authority was checked like a Host. */
-  if (url_len > 7 && (rage__strieq(url, 7, "http://", 7) ||
-                      (url_len > 8 && rage__strieq(url, 8, "https://", 8)))) {
-    size_t skip = url[4] == ':' ? 7 : 8;
-    const char *auth = url + skip;
-    const char *end = url + url_len;
-    const char *slash = auth;
-    while (slash < end && *slash != '/' && *slash != '?') slash++;
-    if (slash == auth || !valid_host(auth, (size_t)(slash - auth)))
-      return fail(p, 400, "Bad Request: invalid authority in request target");
-    p->url_off += (size_t)(slash - url);
-    p->url_len = (size_t)(end - slash);
-  } else if (url_len == 0 || (url[0] != '/' && !(url_len == 1 && url[0] == '*') &&
-                              h->method != HTTP_CONNECT)) {
-    return fail(p, 400, "Bad Request: invalid request target");
-  }
-  if (ncl > 1) return fail(p, 400, "Bad Request: duplicate Content-Length header");
-  if (nte > 1) return fail(p, 400, "Bad Request: duplicate Transfer-Encoding header");
-  if (ncl && nte) return fail(p, 400, "Bad Request: both Content-Length and Transfer-Encoding");
-  if (te && !is_token(base + te->value_off, te->value_len, "chunked"))
-    return fail(p, 501, "Not Implemented: unsupported transfer coding");
-  int expect_continue = 0;
-  if (nexpect > 1) return fail(p, 400, "Bad Request: duplicate Expect header");
-  if (expect) {
-    if (!is_token(base + expect->value_off, expect->value_len, "100-continue"))
-      return fail(p, 417, "Expectation Failed");
-    expect_continue = h->http_minor == 1;
-  }
-  p->max_body = body_limit(p->cfg, base + p->url_off, p->url_len);
-  if (ncl && h->content_length > p->max_body) return fail(p, 413, "Payload Too Large");
+  size_t nheaders = lines > 2 ? lines - 2 : 0; /* less the request line and the empty line */
+  if (nheaders > p->cfg->max_headers) return fail(p, 431, "Too Many Header Fields");
 
   rage__req_t *req = rage__req_new(p->pools);
-  req->method_id = h->method;
-  req->method = llhttp_method_name((llhttp_method_t)h->method);
-  req->method_len = strlen(req->method);
+  int status = 400;
+  const char *reason;
   /* One copy of the head holds the target, the names and the values. Each is NUL-terminated in
    * place, over the byte that follows it in the raw head: the space after the target, the colon
    * after a name, the white space or CR after a (trimmed) value. */
   char *copy = rage__arena_alloc(&req->arena, hlen + 1);
   memcpy(copy, base, hlen);
   copy[hlen] = '\0';
+  rage_header_t *hs = rage__arena_alloc(&req->arena, (nheaders ? nheaders : 1) * sizeof(*hs));
+  size_t header_bytes = 0;
+  char *line = (char *)memchr(copy, '\n', hlen) + 1;
+  for (size_t i = 0; i < nheaders; i++) {
+    char *cr = memchr(line, '\r', (size_t)(copy + hlen - line));
+    char *colon = cr ? memchr(line, ':', (size_t)(cr - line)) : NULL;
+    if (colon == NULL) {
+      reason = "Bad Request: malformed header line";
+      goto reject;
+    }
+    char *v = colon + 1, *vend = cr;
+    while (v < vend && (*v == ' ' || *v == '\t')) v++;
+    while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t')) vend--;
+    *colon = '\0';
+    *vend = '\0';
+    hs[i].name = line;
+    hs[i].name_len = (size_t)(colon - line);
+    hs[i].value = v;
+    hs[i].value_len = (size_t)(vend - v);
+    header_bytes += hs[i].name_len + hs[i].value_len;
+    line = cr + 2;
+  }
+  req->headers = hs;
+  req->nheaders = (unsigned)nheaders;
+  if (header_bytes > p->cfg->max_header_size) {
+    status = 431;
+    reason = "Request Header Fields Too Large";
+    goto reject;
+  }
+
+  int nhost = 0, ncl = 0, nte = 0, nexpect = 0;
+  const rage_header_t *te = NULL, *expect = NULL, *host = NULL, *rid = NULL;
+  for (size_t i = 0; i < nheaders; i++) {
+    const rage_header_t *x = &hs[i];
+    switch (x->name_len) {
+    case 4:
+      if (name_is(x->name, 4, "host", 4)) nhost++, host = x;
+      break;
+    case 6:
+      if (name_is(x->name, 6, "expect", 6)) nexpect++, expect = x;
+      break;
+    case 12:
+      if (rid == NULL && name_is(x->name, 12, "x-request-id", 12)) rid = x;
+      break;
+    case 14:
+      if (name_is(x->name, 14, "content-length", 14)) ncl++;
+      break;
+    case 17:
+      if (name_is(x->name, 17, "transfer-encoding", 17)) nte++, te = x;
+      break;
+    default:
+      break;
+    }
+  }
+  reason = "Bad Request: duplicate Host header";
+  if (nhost > 1) goto reject;
+  reason = "Bad Request: missing Host header";
+  if (nhost == 0 && h->http_minor == 1) goto reject;
+  reason = "Bad Request: invalid Host header";
+  if (host && !valid_host(host->value, host->value_len)) goto reject;
+  const char *url = copy + p->url_off;
+  size_t url_len = p->url_len;
+  reason = "Bad Request: fragment in request target";
+  if (memchr(url, '#', url_len)) goto reject;
+  /* absolute-form (RFC 9112 3.2.2): keep the path; the authority was checked like a Host. */
+  if (url_len > 7 && (rage__strieq(url, 7, "http://", 7) ||
+                      (url_len > 8 && rage__strieq(url, 8, "https://", 8)))) {
+    size_t skip = url[4] == ':' ? 7 : 8;
+    const char *auth = url + skip;
+    const char *uend = url + url_len;
+    const char *slash = auth;
+    while (slash < uend && *slash != '/' && *slash != '?') slash++;
+    reason = "Bad Request: invalid authority in request target";
+    if (slash == auth || !valid_host(auth, (size_t)(slash - auth))) goto reject;
+    p->url_off += (size_t)(slash - url);
+    p->url_len = (size_t)(uend - slash);
+  } else if (url_len == 0 || (url[0] != '/' && !(url_len == 1 && url[0] == '*') &&
+                              h->method != HTTP_CONNECT)) {
+    reason = "Bad Request: invalid request target";
+    goto reject;
+  }
+  reason = "Bad Request: duplicate Content-Length header";
+  if (ncl > 1) goto reject;
+  reason = "Bad Request: duplicate Transfer-Encoding header";
+  if (nte > 1) goto reject;
+  reason = "Bad Request: both Content-Length and Transfer-Encoding";
+  if (ncl && nte) goto reject;
+  if (te && !is_token(te->value, te->value_len, "chunked")) {
+    status = 501;
+    reason = "Not Implemented: unsupported transfer coding";
+    goto reject;
+  }
+  int expect_continue = 0;
+  reason = "Bad Request: duplicate Expect header";
+  if (nexpect > 1) goto reject;
+  if (expect) {
+    if (!is_token(expect->value, expect->value_len, "100-continue")) {
+      status = 417;
+      reason = "Expectation Failed";
+      goto reject;
+    }
+    expect_continue = h->http_minor == 1;
+  }
+  p->max_body = body_limit(p->cfg, copy + p->url_off, p->url_len);
+  if (ncl && h->content_length > p->max_body) {
+    status = 413;
+    reason = "Payload Too Large";
+    goto reject;
+  }
+
+  req->method_id = h->method;
+  req->method = llhttp_method_name((llhttp_method_t)h->method);
+  req->method_len = strlen(req->method);
   if (p->url_len == 0) { /* absolute-form with an empty path means "/" */
     req->target = rage__arena_strndup(&req->arena, "/", 1);
     req->target_len = 1;
@@ -401,27 +482,14 @@ static int head_complete(rage__http1_t *p) {
   }
   const char *q = memchr(req->target, '?', req->target_len);
   req->path_len = q ? (size_t)(q - req->target) : req->target_len;
-  req->headers = rage__arena_alloc(&req->arena, (p->nspans ? p->nspans : 1) * sizeof(rage_header_t));
-  req->nheaders = p->nspans;
-  for (unsigned i = 0; i < p->nspans; i++) {
-    char *name = copy + spans[i].name_off;
-    name[spans[i].name_len] = '\0';
-    req->headers[i].name = name;
-    req->headers[i].name_len = spans[i].name_len;
-    size_t vlen = spans[i].value_len;
-    if (vlen == 0) { /* no value callback: value_off is not a position in the head */
-      req->headers[i].value = "";
-      req->headers[i].value_len = 0;
-      continue;
-    }
-    char *v = copy + spans[i].value_off;
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-    v[vlen] = '\0';
-    req->headers[i].value = v;
-    req->headers[i].value_len = vlen;
-  }
   req->want_id = p->cfg->request_id != 0;
-  if (rid >= 0) rage__req_take_id(req, req->headers[rid].value, req->headers[rid].value_len);
+  if (rid) rage__req_take_id(req, rid->value, rid->value_len);
+  p->header_count = nheaders;
+  p->header_bytes = header_bytes;
+  if (nte) {
+    p->in_trailer_name = 0;
+    h->settings = (void *)&settings_chunked; /* until the message completes */
+  }
   req->http_major = h->http_major;
   req->http_minor = h->http_minor;
   req->keep_alive = llhttp_should_keep_alive(h) && !(h->flags & F_UPGRADE) &&
@@ -439,9 +507,30 @@ static int head_complete(rage__http1_t *p) {
   int has_body = (ncl && h->content_length > 0) || nte;
   if (has_body && p->cbs->on_head) p->cbs->on_head(p, req);
   return 0;
+
+reject:
+  rage__req_free(req);
+  return fail(p, status, reason);
 }
 
-static int status_for(rage__http1_t *p, llhttp_errno_t err) {
+/* How many header lines of the head received so far are named `name` (any case). */
+static unsigned count_header(rage__http1_t *p, const char *name) {
+  size_t nlen = strlen(name);
+  const char *s = DATA(p) + p->head_start, *end = DATA(p) + p->len;
+  unsigned n = 0;
+  const char *lf = memchr(s, '\n', (size_t)(end - s));
+  while (lf && lf + 1 < end) {
+    const char *line = lf + 1;
+    const char *colon = memchr(line, ':', (size_t)(end - line));
+    lf = memchr(line, '\n', (size_t)(end - line));
+    if (colon && (!lf || colon < lf) && rage__strieq(line, (size_t)(colon - line), name, nlen)) n++;
+  }
+  return n;
+}
+
+/* The status for an error llhttp reports, and its reason (llhttp's, unless a callback set one). */
+static int status_for(rage__http1_t *p, llhttp_errno_t err, const char **reason) {
+  *reason = p->err_status ? p->err_reason : llhttp_get_error_reason(&p->parser);
   if (p->err_status) return p->err_status;
   switch (err) {
   case HPE_INVALID_METHOD:
@@ -449,6 +538,12 @@ static int status_for(rage__http1_t *p, llhttp_errno_t err) {
   case HPE_INVALID_VERSION:
     return 505;
   case HPE_INVALID_TRANSFER_ENCODING:
+    /* llhttp takes a repeated Transfer-Encoding for an unsupported coding; it is a framing
+     * conflict, answered as a repeated Content-Length is. */
+    if (count_header(p, "transfer-encoding") > 1) {
+      *reason = "Bad Request: duplicate Transfer-Encoding header";
+      return 400;
+    }
     return 501;
   default:
     return 400;
@@ -498,12 +593,14 @@ static void parse(rage__http1_t *p) {
       p->state = RAGE_HTTP1_PAUSED;
       break;
     }
-    rage__http1_fail(p, status_for(p, err), p->err_status ? p->err_reason : llhttp_get_error_reason(&p->parser));
+    const char *reason;
+    int status = status_for(p, err, &reason);
+    rage__http1_fail(p, status, reason);
     return;
   }
   compact(p);
   if (p->state == RAGE_HTTP1_HEAD && p->rbuf && p->len >= p->pools->rbuf_size) {
-    if (p->nspans == 0) rage__http1_fail(p, 414, "URI Too Long");
+    if (!p->url_done) rage__http1_fail(p, 414, "URI Too Long");
     else rage__http1_fail(p, 431, "Request Header Fields Too Large");
     return;
   }

@@ -23,11 +23,6 @@
 
 typedef struct rage__http1_s rage__http1_t;
 
-/* Where one header's name and value lie in the head, as offsets from its start. */
-typedef struct rage__http1_span_s {
-  uint32_t name_off, name_len, value_off, value_len;
-} rage__http1_span_t;
-
 typedef struct rage__http1_cbs_s {
   /* The head of `req` is complete and valid and a body follows (to send 100 Continue). */
   void (*on_head)(rage__http1_t *p, rage__req_t *req);
@@ -60,11 +55,11 @@ struct rage__http1_s {
   int have_start;
   size_t method_len;
   size_t url_off, url_len;
-  unsigned nspans;
+  int url_done;            /* the request target is complete */
+  size_t header_count;     /* header and trailer fields so far, and their bytes */
   size_t header_bytes;
-  int in_field;            /* the last header span was a field name */
+  int in_trailer_name;     /* the last trailer span was a field name */
   size_t chunk_ext_bytes;
-  int te_seen;             /* Transfer-Encoding headers so far */
   size_t max_body;         /* this request's body limit (max_body or a body_limits override) */
   int pause_head;          /* the pending pause is the one after the head */
   int err_status;          /* set by a callback that fails */

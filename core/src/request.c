@@ -22,8 +22,6 @@
 void rage__pools_init(rage__pools_t *pools, const rage_server_config_t *cfg) {
   memset(pools, 0, sizeof(*pools));
   pools->rbuf_size = RAGE_READ_BUFFER_SIZE;
-  size_t spans = ((size_t)cfg->max_headers + 1) * sizeof(rage__http1_span_t);
-  pools->span_size = (spans + 15) & ~(size_t)15;
   /* The buffer must hold the largest head the limits allow, with the syntax around it. */
   size_t need = cfg->max_request_line + cfg->max_header_size + (size_t)cfg->max_headers * 4 + 64;
   if (need > pools->rbuf_size) pools->rbuf_size = need;
@@ -50,7 +48,7 @@ rage__rbuf_t *rage__rbuf_get(rage__pools_t *pools) {
     pools->nrbufs--;
     return b;
   }
-  return rage__malloc(sizeof(*b) + pools->span_size + pools->rbuf_size);
+  return rage__malloc(sizeof(*b) + pools->rbuf_size);
 }
 
 void rage__rbuf_put(rage__pools_t *pools, rage__rbuf_t *b) {

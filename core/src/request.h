@@ -60,8 +60,8 @@ struct rage__req_s {
 };
 
 /*
- * Free lists shared by the connections of one runtime: read buffers (a fixed size, plus room for
- * the header span table) and request objects.
+ * Free lists shared by the connections of one runtime: read buffers (a fixed size, room for the
+ * largest head the limits allow) and request objects.
  */
 typedef struct rage__rbuf_s {
   struct rage__rbuf_s *next;
@@ -72,7 +72,6 @@ struct rage__pools_s {
   rage__rbuf_t *rbufs;
   unsigned nrbufs;
   size_t rbuf_size;         /* bytes of data in one read buffer */
-  size_t span_size;         /* bytes of header span table in front of the data */
   rage__req_t *reqs;
   unsigned nreqs;
 };

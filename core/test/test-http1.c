@@ -134,6 +134,13 @@ TEST(header_values_trimmed) {
   run(in, sizeof(in) - 1, NULL, 0, &cfg, &o);
   ASSERT_EQ(o.nreq, 1);
   ASSERT_STR(o.xa, "v w");
+  /* Tabs inside a value stay; empty values are empty; a long line spans many 8-byte words. */
+  const char tabs[] = "GET / HTTP/1.1\r\nHost: x\r\nX-E:\r\nX-A:\ta\tb\t\r\nX-Z: 0123456789abcdef"
+                      "0123456789abcdef0123456789abcdef\r\n\r\n";
+  run(tabs, sizeof(tabs) - 1, NULL, 0, &cfg, &o);
+  ASSERT_EQ(o.nreq, 1);
+  ASSERT_STR(o.xa, "a\tb");
+  CHECK("GET / HTTP/1.1\r\nHost: x\r\nX-E:\r\nX-F:  \r\n\r\n", 0, 1, "GET / [] ka=1 h=3|");
 }
 
 TEST(pipelined_in_order) {
