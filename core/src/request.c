@@ -172,15 +172,30 @@ void rage__req_take_id(rage__req_t *req, const char *value, size_t len) {
   req->id_len = len;
 }
 
-/* The process's id prefix and counter; a forked child starts over with a prefix of its own. */
+/* The process's id prefix and its counter, kept in decimal and counted up in place; a forked
+ * child starts over with a prefix of its own. */
 static char id_prefix[24];
 static size_t id_prefix_len;
-static uint64_t id_counter;
+static char id_digits[24] = "0";
+static size_t id_ndigits = 1;
 static pthread_once_t id_once = PTHREAD_ONCE_INIT;
 
 static void id_forget(void) {
   id_prefix_len = 0;
-  id_counter = 0;
+  id_digits[0] = '0';
+  id_ndigits = 1;
+}
+
+static void id_count(void) {
+  size_t i = id_ndigits;
+  while (i > 0 && id_digits[i - 1] == '9') id_digits[--i] = '0';
+  if (i > 0) {
+    id_digits[i - 1]++;
+  } else { /* 99...9 + 1 */
+    memmove(id_digits + 1, id_digits, id_ndigits);
+    id_digits[0] = '1';
+    id_ndigits++;
+  }
 }
 
 static void id_register(void) {
@@ -198,17 +213,12 @@ static void id_make_prefix(void) {
 const char *rage__req_id(rage__req_t *req, size_t *len) {
   if (req->id == NULL) {
     if (id_prefix_len == 0) id_make_prefix();
+    id_count();
     char *w = req->id_buf;
     memcpy(w, id_prefix, id_prefix_len);
     w += id_prefix_len;
-    char digits[24];
-    size_t n = 0;
-    uint64_t v = ++id_counter;
-    do {
-      digits[n++] = (char)('0' + v % 10);
-      v /= 10;
-    } while (v);
-    while (n) *w++ = digits[--n];
+    memcpy(w, id_digits, id_ndigits);
+    w += id_ndigits;
     *w = '\0';
     req->id = req->id_buf;
     req->id_len = (size_t)(w - req->id_buf);

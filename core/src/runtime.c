@@ -136,8 +136,10 @@ int rage_runtime_new(rage_runtime_t **out, uv_loop_t *loop, const rage_options_t
   if (level == 0) level = strcmp(rt->env, "production") == 0 ? RAGE_LOG_WARN : RAGE_LOG_INFO;
   rage__log_set_level(level);
 
-  lua_State *L = luaL_newstate();
+  rt->lalloc = rage__lalloc_new();
+  lua_State *L = rt->lalloc ? lua_newstate(rage__lalloc, rt->lalloc) : NULL;
   if (L == NULL) {
+    rage__lalloc_free(rt->lalloc);
     if (rt->owns_loop) uv_loop_close(&rt->own_loop);
     free(rt);
     return UV_ENOMEM;
@@ -280,6 +282,21 @@ rage__req_t *rage__runtime_current_request(rage_runtime_t *rt) {
   return f && f->done == on_request_done ? f->done_data : NULL;
 }
 
+/* The method name as a Lua string: parsed methods come from strings made once (interning a new
+ * copy of "GET" for every request costs more than fetching it). */
+static void push_method(rage_runtime_t *rt, lua_State *L, const rage__req_t *req) {
+  int id = req->method_id;
+  if (id < 0 || id >= RAGE_METHOD_REFS) {
+    lua_pushlstring(L, req->method, req->method_len);
+    return;
+  }
+  if (rt->method_refs[id] == 0) {
+    lua_pushlstring(L, req->method, req->method_len);
+    rt->method_refs[id] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->method_refs[id]);
+}
+
 static void start_request(rage_runtime_t *rt, rage__req_t *req) {
   if (rt->handler_ref == LUA_NOREF) {
     static const char body[] = "Service Unavailable: no app loaded\n";
@@ -292,7 +309,7 @@ static void start_request(rage_runtime_t *rt, rage__req_t *req) {
   lua_State *L = f->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->handler_ref);
   rage__bind_push_box(rt, L, req);
-  lua_pushlstring(L, req->method, req->method_len);
+  push_method(rt, L, req);
   lua_pushlstring(L, req->target, req->path_len);
   if (req->path_len < req->target_len)
     lua_pushlstring(L, req->target + req->path_len + 1, req->target_len - req->path_len - 1);
@@ -451,6 +468,7 @@ void rage_runtime_free(rage_runtime_t *rt) {
   uv_run(rt->loop, UV_RUN_NOWAIT);
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (rt->L) lua_close(rt->L);
+  rage__lalloc_free(rt->lalloc);
   rage__pools_free(&rt->pools);
   rage__bind_free_body_limits(&rt->cfg);
   if (rt->owns_loop) {

@@ -7,14 +7,18 @@
 
 #include "rage.h"
 #include "request.h"
+#include "lalloc.h"
 #include "sched.h"
 #include "server.h"
+
+#define RAGE_METHOD_REFS 64
 
 struct rage_runtime_s {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int owns_loop;
   lua_State *L;
+  rage__lalloc_t *lalloc;   /* the Lua state's memory */
   rage__sched_t *sched;
   rage_server_config_t cfg;
   rage__pools_t pools;
@@ -22,6 +26,7 @@ struct rage_runtime_s {
   int server_started;
   int handler_ref;          /* the Lua function each request runs in its fiber */
   int box_mt_ref;           /* the metatable of request objects */
+  int method_refs[RAGE_METHOD_REFS]; /* method names by llhttp method id (0: not made yet) */
   int trampoline_ref;       /* runs a job under xpcall and reports how it ended */
   uv_signal_t sigterm, sigint;
   int signals;
