@@ -160,24 +160,25 @@ end
 function _M.middleware(dir, opts)
   local root = realpath(dir)
   if not root then return nil end
-  local names, checked = {}, -1
+  local names, checked = {}, -1   -- "/" .. name for each name at the top of the folder
   local function refresh()
     local now = leaf_now()
     if now - checked < 1 then return end
     checked = now
     names = {}
-    for _, n in ipairs(core.scandir(root) or {}) do names[n] = true end
+    for _, n in ipairs(core.scandir(root) or {}) do names["/" .. n] = true end
   end
   return function(req, nxt)
     local method = req.method
     if method ~= "GET" and method ~= "HEAD" then return nxt(req) end
     refresh()
-    -- The path's first segment, cut with find and sub (compiled, unlike a pattern capture).
+    -- The path's first segment with its slash, cut with find and sub (compiled, unlike a pattern
+    -- capture); a path of one segment is looked up as it is, without making a string.
     local path = req.path
     if byte(path, 1) == SLASH then
       local slash = find(path, "/", 2, true)
-      local first = sub(path, 2, slash and slash - 1 or -1)
-      if first ~= "" and not names[first] and not find(first, "%", 1, true) then
+      local first = slash and sub(path, 1, slash - 1) or path
+      if first ~= "/" and not names[first] and not find(first, "%", 1, true) then
         return nxt(req)
       end
     end
