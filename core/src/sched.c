@@ -118,12 +118,22 @@ void rage__sched_cancel_all(rage__sched_t *s) {
   }
 }
 
+/* A fiber is freed once its timer handle has closed. */
+static void on_fiber_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void free_fiber(rage__fiber_t *f) {
+  luaL_unref(f->sched->L, LUA_REGISTRYINDEX, f->ref);
+  f->timer.data = f;
+  uv_close((uv_handle_t *)&f->timer, on_fiber_closed);
+}
+
 void rage__sched_free(rage__sched_t *s) {
   while (s->pool) {
     rage__fiber_t *f = s->pool;
     s->pool = f->next;
-    luaL_unref(s->L, LUA_REGISTRYINDEX, f->ref);
-    free(f);
+    free_fiber(f);
   }
   luaL_unref(s->L, LUA_REGISTRYINDEX, s->loop_ref);
   uv_close((uv_handle_t *)&s->idle, on_idle_closed);
@@ -145,6 +155,8 @@ rage__fiber_t *rage__fiber_acquire(rage__sched_t *s) {
   } else {
     f = rage__calloc(1, sizeof(*f));
     f->sched = s;
+    uv_timer_init(s->loop, &f->timer);
+    f->timer.data = f;
     f->L = lua_newthread(s->L);
     f->ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
     lua_rawgeti(f->L, LUA_REGISTRYINDEX, s->loop_ref);
@@ -177,8 +189,7 @@ static void release(rage__fiber_t *f, int reusable) {
     s->npool++;
     return;
   }
-  luaL_unref(s->L, LUA_REGISTRYINDEX, f->ref);
-  free(f);
+  free_fiber(f);
 }
 
 static void finish(rage__fiber_t *f, int failed) {

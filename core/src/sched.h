@@ -47,6 +47,8 @@ struct rage__fiber_s {
   void *done_data;
   rage__fiber_t *next; /* free list */
   rage__fiber_t *aprev, *anext; /* list of active fibers */
+  uv_timer_t timer;   /* rage.sleep's: a fiber sleeps once at a time (timer.c) */
+  unsigned timer_gen; /* the suspension the running sleep belongs to */
 };
 
 rage__sched_t *rage__sched_new(lua_State *L, uv_loop_t *loop);
