@@ -41,10 +41,14 @@
 #define RAGE_PIPELINE_HIGH_WATER (32 * 1024)
 
 /* The Lua collector's pause (percent): a cycle starts when the heap reaches this share of what
- * the last one left alive. Lua's 200 costs a W1 request ~0.4k more instructions than 300, which
- * keeps ~0.9 MiB more heap per worker (apps/hello, bench/RESULTS.md); 400 saves ~0.2k more for
- * another ~0.9 MiB. */
+ * the last one left alive. Every cycle marks the whole live heap, so a small heap collected
+ * often spends most of its collector time marking the same objects again: at the end of each
+ * cycle the pause is set so that the heap may grow by RAGE_GC_SLACK bytes, at least
+ * RAGE_GC_PAUSE and at most RAGE_GC_PAUSE_MAX percent (runtime.c, gc_cycle_done). A W1 request
+ * costs ~0.5k instructions less at 600% than at 300% (bench/apps/full, ~0.8 MiB live). */
 #define RAGE_GC_PAUSE 300
+#define RAGE_GC_PAUSE_MAX 1000
+#define RAGE_GC_SLACK (8 * 1024 * 1024)
 
 /* After the last response of a connection, input is read and dropped for at most this long
  * (milliseconds) so that a reset cannot destroy responses the client has not read. */
