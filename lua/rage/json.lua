@@ -21,10 +21,9 @@
 
 local cjson = require("cjson.safe")
 local buffer = require("string.buffer")
-local ffi = require("ffi")
 local leaf = require("rage.leaf")
 
-local setmetatable, getmetatable, type, next, error, tostring = setmetatable, getmetatable, type, next, error, tostring
+local setmetatable, getmetatable, type, next, error = setmetatable, getmetatable, type, next, error
 local floor, huge = math.floor, math.huge
 
 local _M = {}
