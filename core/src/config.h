@@ -59,6 +59,10 @@
 /* Fibers kept for reuse. More are created on demand and freed when the pool is full. */
 #define RAGE_FIBER_POOL_MAX 1024
 
+/* rage.sleep's queues, one per duration (timer.c): past this many, the empty ones are closed
+ * before another is made. */
+#define RAGE_SLEEP_QUEUES_MAX 64
+
 /* Per-request arena: the first block is embedded in the request, larger ones are malloc'd. */
 #define RAGE_ARENA_BLOCK 1024
 

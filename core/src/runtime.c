@@ -197,6 +197,7 @@ int rage_runtime_new(rage_runtime_t **out, uv_loop_t *loop, const rage_options_t
   lua_pop(L, 2);
 
   rt->sched = rage__sched_new(L, rt->loop);
+  rt->timers = rage__timers_new(rt->loop);
   if (luaL_loadbuffer(L, trampoline_src, sizeof(trampoline_src) - 1, "=rage.job") != 0) abort();
   lua_pushcfunction(L, report);
   lua_call(L, 1, 1);
@@ -493,6 +494,7 @@ void rage_runtime_free(rage_runtime_t *rt) {
   }
   if (rt->fiber_timer_on) uv_close((uv_handle_t *)&rt->fiber_timer, NULL);
   if (rt->sched) rage__sched_free(rt->sched);
+  if (rt->timers) rage__timers_free(rt->timers);
   /* Close callbacks free connections (returning their buffers to the pools) and timers. */
   uv_run(rt->loop, UV_RUN_NOWAIT);
   uv_run(rt->loop, UV_RUN_NOWAIT);

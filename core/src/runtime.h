@@ -10,6 +10,7 @@
 #include "lalloc.h"
 #include "sched.h"
 #include "server.h"
+#include "timer.h"
 
 #define RAGE_METHOD_REFS 64
 
@@ -20,6 +21,7 @@ struct rage_runtime_s {
   lua_State *L;
   rage__lalloc_t *lalloc;   /* the Lua state's memory */
   rage__sched_t *sched;
+  rage__timers_t *timers;   /* rage.sleep's queues */
   rage_server_config_t cfg;
   rage__pools_t pools;
   rage__server_t server;

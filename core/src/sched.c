@@ -118,15 +118,9 @@ void rage__sched_cancel_all(rage__sched_t *s) {
   }
 }
 
-/* A fiber is freed once its timer handle has closed. */
-static void on_fiber_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
 static void free_fiber(rage__fiber_t *f) {
   luaL_unref(f->sched->L, LUA_REGISTRYINDEX, f->ref);
-  f->timer.data = f;
-  uv_close((uv_handle_t *)&f->timer, on_fiber_closed);
+  free(f);
 }
 
 void rage__sched_free(rage__sched_t *s) {
@@ -155,8 +149,6 @@ rage__fiber_t *rage__fiber_acquire(rage__sched_t *s) {
   } else {
     f = rage__calloc(1, sizeof(*f));
     f->sched = s;
-    uv_timer_init(s->loop, &f->timer);
-    f->timer.data = f;
     f->L = lua_newthread(s->L);
     f->ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
     lua_rawgeti(f->L, LUA_REGISTRYINDEX, s->loop_ref);

@@ -47,8 +47,13 @@ struct rage__fiber_s {
   void *done_data;
   rage__fiber_t *next; /* free list */
   rage__fiber_t *aprev, *anext; /* list of active fibers */
-  uv_timer_t timer;   /* rage.sleep's: a fiber sleeps once at a time (timer.c) */
-  unsigned timer_gen; /* the suspension the running sleep belongs to */
+  struct {            /* rage.sleep's (timer.c): a fiber sleeps once at a time */
+    uint64_t due;     /* loop time it wakes at */
+    uint64_t seq;     /* order in which sleeps began */
+    rage__fiber_t *prev, *next; /* in its queue */
+    void *queue;      /* the queue it waits in, or NULL */
+    unsigned gen;     /* the suspension the sleep belongs to */
+  } sleep;
 };
 
 rage__sched_t *rage__sched_new(lua_State *L, uv_loop_t *loop);

@@ -89,6 +89,59 @@ describe("rage.fiber", function()
       assert.same({"c", "b", "a"}, order)
       assert.is_true(elapsed < 0.04 + 0.02, "the sleeps did not overlap: " .. elapsed)
     end)
+
+    it("wake fibers sleeping the same time in the order they fell asleep", function()
+      local order, hs = {}, {}
+      for i = 1, 50 do
+        hs[i] = rage.spawn(function() rage.sleep(0.005); order[#order + 1] = i end)
+      end
+      for i = 1, 50 do hs[i]:wait() end
+      for i = 1, 50 do assert.equal(i, order[i]) end
+    end)
+
+    it("leave the rest of a queue asleep when some of its sleepers are cancelled", function()
+      local order, hs = {}, {}
+      for i = 1, 5 do
+        hs[i] = rage.spawn(function() rage.sleep(0.005); order[#order + 1] = i end)
+      end
+      hs[1]:cancel() -- the oldest, whose wake-up the queue's timer is set for
+      hs[3]:cancel()
+      hs[5]:cancel() -- the newest
+      for _, i in ipairs({2, 4}) do hs[i]:wait() end
+      assert.same({2, 4}, order)
+      for _, i in ipairs({1, 3, 5}) do assert.equal("cancelled", hs[i]:status()) end
+      -- The queue keeps working once emptied by cancellations.
+      local again = rage.spawn(function() rage.sleep(0.005); return "woke" end)
+      assert.equal("woke", again:wait())
+    end)
+
+    it("let a fiber looping on rage.sleep(0) share the loop with the others", function()
+      local woke, spins = false, 0
+      local sleeper = rage.spawn(function() rage.sleep(0.002); woke = true end)
+      local spinner = rage.spawn(function()
+        while not woke and spins < 100000 do
+          rage.sleep(0)
+          spins = spins + 1
+        end
+      end)
+      sleeper:wait(); spinner:wait()
+      assert.is_true(woke)
+      assert.is_true(spins < 100000, "the spinner held the loop")
+    end)
+
+    it("keep working across more distinct durations than queues are kept for", function()
+      -- 70 durations make 70 queues; the next 70 close the empty ones before making theirs.
+      for round = 0, 1 do
+        local order, hs = {}, {}
+        for i = 1, 70 do
+          hs[i] = rage.spawn(function()
+            rage.sleep((round * 70 + i) / 1000); order[#order + 1] = i
+          end)
+        end
+        for i = 1, 70 do hs[i]:wait() end
+        for i = 1, 70 do assert.equal(i, order[i]) end
+      end
+    end)
   end)
 
   describe("pcall across waits", function()
