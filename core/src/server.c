@@ -906,7 +906,9 @@ void rage__req_job_done(rage__req_t *req, int failed) {
     static const char body[] = "Internal Server Error\n";
     rage_header_t ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
     const char *err;
-    if (!failed) rage__log(RAGE_LOG_ERROR, "%s %s finished without a response", req->method, req->target);
+    /* A request whose client went away was cancelled: nobody is waiting for its response. */
+    if (!failed && (req->conn || req->cb))
+      rage__log(RAGE_LOG_ERROR, "%s %s finished without a response", req->method, req->target);
     rage__req_respond(req, 500, &ct, 1, body, sizeof(body) - 1, &err);
   }
   if (!req->finished) {
