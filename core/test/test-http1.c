@@ -14,6 +14,7 @@ typedef struct {
   int paused;
   int last_expect;
   char xa[64];          /* value of header X-A in the last request */
+  char hdrs[16384];     /* "name=value|" for every header of every request */
   int spooled;          /* requests whose body went to a temporary file */
 } outcome_t;
 
@@ -34,6 +35,12 @@ static void on_request(rage__http1_t *p, rage__req_t *req) {
   if (req->body_fd >= 0) o->spooled++;
   const rage_header_t *h = rage__req_header(req, "x-a", 3);
   if (h) snprintf(o->xa, sizeof(o->xa), "%s", h->value);
+  for (unsigned i = 0; i < req->nheaders; i++) {
+    const rage_header_t *x = &req->headers[i];
+    ASSERT(x->name[x->name_len] == '\0' && x->value[x->value_len] == '\0');
+    n = strlen(o->hdrs);
+    snprintf(o->hdrs + n, sizeof(o->hdrs) - n, "%s=%s|", x->name, x->value);
+  }
   o->nreq++;
   o->paused = 1;
   rage__req_free(req);
@@ -271,6 +278,63 @@ static char *many_headers(unsigned n) {
   return b.data;
 }
 
+TEST(header_lines_at_every_offset) {
+  /* Names and values of every length around the 8-byte steps of the head's scans, so that the
+   * colon, the line ends and the end of the head fall at every offset of a word. */
+  static outcome_t o;
+  rage_server_config_t cfg;
+  rage_server_config_init(&cfg);
+  static const char *ows[] = {"", " ", " \t "};
+  char in[256], want[256], name[32], value[32];
+  for (size_t n = 1; n <= 20; n++) {
+    for (size_t v = 0; v <= 17; v++) {
+      for (size_t w = 0; w < 3; w++) {
+        memset(name, 'n', n);
+        name[n] = '\0';
+        for (size_t i = 0; i < v; i++) value[i] = (char)(i == v / 2 ? ':' : 'a' + i);
+        value[v] = '\0';
+        snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: x\r\n%s:%s%s%s\r\nX-A: z\r\n\r\n", name,
+                 ows[w], value, ows[w]);
+        run(in, strlen(in), NULL, 0, &cfg, &o);
+        ASSERT_EQ(o.status, 0);
+        ASSERT_EQ(o.nreq, 1);
+        snprintf(want, sizeof(want), "Host=x|%s=%s|X-A=z|", name, value);
+        ASSERT_STR(o.hdrs, want);
+      }
+    }
+  }
+}
+
+static char *many_headers(unsigned n);
+
+TEST(many_header_lines) {
+  /* Past the line ends the head check records (the default max_headers): the rest are found
+   * again while splitting. */
+  static outcome_t o;
+  rage_server_config_t cfg;
+  rage_server_config_init(&cfg);
+  cfg.max_headers = 400;
+  char *in = many_headers(400);
+  run(in, strlen(in), NULL, 0, &cfg, &o);
+  ASSERT_EQ(o.status, 0);
+  ASSERT_EQ(o.nreq, 1);
+  rage__buf_t want = {0};
+  rage__buf_append(&want, "Host=x|", 7);
+  for (unsigned i = 1; i < 400; i++) {
+    char line[32];
+    int len = snprintf(line, sizeof(line), "X-%u=%u|", i, i);
+    rage__buf_append(&want, line, (size_t)len);
+  }
+  rage__buf_append(&want, "", 1);
+  ASSERT_STR(o.hdrs, want.data);
+  check(in, strlen(in), &cfg, 0, 1, "GET / [] ka=1 h=400|");
+  free(in);
+  in = many_headers(401);
+  check(in, strlen(in), &cfg, 431, 0, "");
+  free(in);
+  rage__buf_free(&want);
+}
+
 TEST(limit_header_count) {
   char *ok = many_headers(100);
   check(ok, strlen(ok), NULL, 0, 1, NULL);
@@ -449,6 +513,7 @@ int main(int argc, char **argv) {
       TEST_ENTRY(chunked_body),        TEST_ENTRY(body_spooled_to_file), TEST_ENTRY(http10),
       TEST_ENTRY(expect_continue),     TEST_ENTRY(limit_request_target),
       TEST_ENTRY(limit_header_bytes),  TEST_ENTRY(limit_header_count),
+      TEST_ENTRY(header_lines_at_every_offset), TEST_ENTRY(many_header_lines),
       TEST_ENTRY(limit_body),          TEST_ENTRY(limit_body_per_route),
       TEST_ENTRY(limit_chunk_extensions),
       TEST_ENTRY(smuggling_vectors),   TEST_ENTRY(host_rules),
