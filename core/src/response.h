@@ -35,8 +35,10 @@ int rage__response_head(rage__buf_t *out, const rage__response_t *res, const cha
 /* 1 when the application's headers ask to close the connection. */
 int rage__response_wants_close(const rage__response_t *res);
 
-/* 1 when a response with this status has no body (1xx, 204, 304). */
-int rage__response_bodyless(int status);
+/* 1 when a response with this status has no body (1xx, 204, 205, 304). */
+static inline int rage__response_bodyless(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 205 || status == 304;
+}
 
 /* The reason phrase for a status code ("Unknown" for codes without one). Static storage. */
 const char *rage__status_reason(int status);

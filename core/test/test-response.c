@@ -159,6 +159,92 @@ TEST(crlf_nul_rejected) {
   free(s);
 }
 
+/* The rules the checks implement, one byte at a time (RFC 9110 tchar and field-value). */
+static int token_byte(int c) {
+  return c > 0x20 && c < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", c) == NULL;
+}
+
+static int field_byte(int c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+TEST(every_byte_at_every_offset) {
+  /* Lengths around the 4- and 8-byte steps of the checks, each in a buffer of exactly that size
+   * so that ASan catches a read past it. */
+  for (size_t len = 1; len <= 25; len++) {
+    char *s = malloc(len);
+    for (size_t at = 0; at < len; at++) {
+      for (int c = 0; c < 256; c++) {
+        memset(s, 'a', len);
+        s[at] = (char)c;
+        ASSERT_EQ(rage__valid_token(s, len), token_byte(c));
+        ASSERT_EQ(rage__valid_field_value(s, len), field_byte(c));
+        /* A tab (allowed, but it stops the word-at-a-time test) before a bad byte. */
+        if (at > 0) {
+          s[at - 1] = '\t';
+          ASSERT_EQ(rage__valid_field_value(s, len), field_byte(c));
+        }
+      }
+    }
+    free(s);
+  }
+  ASSERT_EQ(rage__valid_token("", 0), 0);
+  ASSERT_EQ(rage__valid_field_value("", 0), 1);
+}
+
+TEST(content_type_checked_like_any_name) {
+  /* "content-type" skips the name checks; its value is still checked, and other spellings and
+   * look-alikes go through the token check. */
+  int rc;
+  const char *err;
+  rage_header_t ct = {"content-type", 12, "text/plain\r\nX-Evil: 1", 22};
+  rage__response_t res = {.status = 200, .headers = &ct, .nheaders = 1, .chunked = 0,
+                          .content_length = 0, .keep_alive = 1, .http_minor = 1};
+  char *s = head(&res, &rc, &err);
+  ASSERT_EQ(rc, RAGE_EINVAL);
+  free(s);
+  static const char *names[] = {"Content-Type", "content-typ\x01", "content type"};
+  static const int ok[] = {0, RAGE_EINVAL, RAGE_EINVAL};
+  for (size_t i = 0; i < 3; i++) {
+    rage_header_t h = {names[i], 12, "text/plain", 10};
+    res.headers = &h;
+    s = head(&res, &rc, &err);
+    ASSERT_EQ(rc, ok[i]);
+    free(s);
+  }
+}
+
+TEST(status_lines) {
+  int rc;
+  const char *err;
+  static const struct {
+    int status;
+    const char *line;
+  } cases[] = {{200, "HTTP/1.1 200 OK\r\n"}, {201, "HTTP/1.1 201 Created\r\n"},
+               {404, "HTTP/1.1 404 Not Found\r\n"}, {999, "HTTP/1.1 999 Unknown\r\n"}};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    rage__response_t res = {.status = cases[i].status, .headers = NULL, .nheaders = 0,
+                            .chunked = 0, .content_length = 1234567890, .keep_alive = 1,
+                            .http_minor = 1};
+    char *s = head(&res, &rc, &err);
+    ASSERT_EQ(rc, 0);
+    ASSERT(strncmp(s, cases[i].line, strlen(cases[i].line)) == 0);
+    ASSERT(strstr(s, "\r\nContent-Length: 1234567890\r\n") != NULL);
+    free(s);
+  }
+  static const size_t lengths[] = {0, 9, 10, 99, 100, 18446744073709551615u};
+  static const char *written[] = {"0", "9", "10", "99", "100", "18446744073709551615"};
+  for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+    rage__response_t res = {.status = 200, .headers = NULL, .nheaders = 0, .chunked = 0,
+                            .content_length = lengths[i], .keep_alive = 1, .http_minor = 1};
+    char *s = head(&res, &rc, &err);
+    char want[64];
+    snprintf(want, sizeof(want), "\r\nContent-Length: %s\r\n", written[i]);
+    ASSERT(strstr(s, want) != NULL);
+    free(s);
+  }
+}
+
 TEST(status_validation) {
   int rc;
   const char *err;
@@ -193,6 +279,8 @@ int main(int argc, char **argv) {
       TEST_ENTRY(basic_head),     TEST_ENTRY(connection_headers),
       TEST_ENTRY(chunked_and_bodyless), TEST_ENTRY(framing_headers_from_app_dropped),
       TEST_ENTRY(crlf_nul_rejected), TEST_ENTRY(status_validation),
-      TEST_ENTRY(date_line_format), TEST_ENTRY(request_id_written_once), {NULL, NULL}};
+      TEST_ENTRY(date_line_format), TEST_ENTRY(request_id_written_once),
+      TEST_ENTRY(every_byte_at_every_offset), TEST_ENTRY(content_type_checked_like_any_name),
+      TEST_ENTRY(status_lines), {NULL, NULL}};
   return test_main(argc, argv, tests);
 }
