@@ -511,10 +511,27 @@ static const unsigned char json_escaped[256] = {
     ['"'] = 1, ['/'] = 1, ['\\'] = 1, [127] = 1,
 };
 
-/* The length of the prefix of s that needs no escaping: len when none of it does. */
+/* Whether any of the 4 bytes at p needs escaping: one branch for the four. */
+static inline int json_escaped4(const unsigned char *p) {
+  return json_escaped[p[0]] | json_escaped[p[1]] | json_escaped[p[2]] | json_escaped[p[3]];
+}
+
+/* The length of the prefix of s that needs no escaping: len when none of it does. Eight bytes a
+ * step (four for a short string), the last step overlapping the one before it, then byte by byte
+ * from the step that holds an escaped byte. */
 static size_t leaf_json_plain(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
+  if (len >= 8) {
+    size_t last = len - 8;
+    while (i < last && !(json_escaped4(p + i) | json_escaped4(p + i + 4))) i += 8;
+    if (i >= last) {
+      if (!(json_escaped4(p + last) | json_escaped4(p + last + 4))) return len;
+      i = last;
+    }
+  } else if (len >= 4) {
+    if (!(json_escaped4(p) | json_escaped4(p + len - 4))) return len;
+  }
   while (i < len && !json_escaped[p[i]]) i++;
   return i;
 }

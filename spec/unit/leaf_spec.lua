@@ -51,4 +51,27 @@ describe("rage.leaf", function()
     local n = tonumber(leaf.json_quote(s, #s, out))
     assert.equal('"a\\"\\\\\\/\\n\\u0001\\u007fé"', ffi.string(out, n))
   end)
+
+  it("finds the first byte JSON escapes at every offset of short strings", function()
+    -- Lengths around the 4- and 8-byte steps of json_plain, every byte at every offset, alone
+    -- and followed by a '"' at the end.
+    local char, rep = string.char, string.rep
+    local function escaped(c) return c < 32 or c == 34 or c == 47 or c == 92 or c == 127 end
+    for len = 1, 20 do
+      for at = 1, len do
+        for c = 0, 255 do
+          local s = rep("a", at - 1) .. char(c) .. rep("b", len - at)
+          local want = escaped(c) and at - 1 or len
+          local got = tonumber(leaf.json_plain(s, len))
+          if got ~= want then error(("json_plain(%q) = %d, not %d"):format(s, got, want)) end
+          if at < len then
+            s = s:sub(1, -2) .. '"'
+            want = escaped(c) and at - 1 or len - 1
+            got = tonumber(leaf.json_plain(s, len))
+            if got ~= want then error(("json_plain(%q) = %d, not %d"):format(s, got, want)) end
+          end
+        end
+      end
+    end
+  end)
 end)
