@@ -172,29 +172,28 @@ void rage__req_take_id(rage__req_t *req, const char *value, size_t len) {
   req->id_len = len;
 }
 
-/* The process's id prefix and its counter, kept in decimal and counted up in place; a forked
- * child starts over with a prefix of its own. */
-static char id_prefix[24];
+/* The process's next id: its prefix, then a counter kept in decimal at the end and counted up in
+ * place, then NULs to the size of a request's id_buf, so that one fixed-size copy gives a request
+ * its id. A forked child starts over with a prefix of its own. */
+static char id_next[RAGE_REQUEST_ID_SIZE];
+static size_t id_len; /* 0 until the prefix is made */
 static size_t id_prefix_len;
-static char id_digits[24] = "0";
-static size_t id_ndigits = 1;
 static pthread_once_t id_once = PTHREAD_ONCE_INIT;
 
 static void id_forget(void) {
-  id_prefix_len = 0;
-  id_digits[0] = '0';
-  id_ndigits = 1;
+  id_len = 0;
 }
 
 static void id_count(void) {
-  size_t i = id_ndigits;
-  while (i > 0 && id_digits[i - 1] == '9') id_digits[--i] = '0';
+  char *digits = id_next + id_prefix_len;
+  size_t i = id_len - id_prefix_len;
+  while (i > 0 && digits[i - 1] == '9') digits[--i] = '0';
   if (i > 0) {
-    id_digits[i - 1]++;
+    digits[i - 1]++;
   } else { /* 99...9 + 1 */
-    memmove(id_digits + 1, id_digits, id_ndigits);
-    id_digits[0] = '1';
-    id_ndigits++;
+    memmove(digits + 1, digits, id_len - id_prefix_len);
+    digits[0] = '1';
+    id_len++;
   }
 }
 
@@ -206,22 +205,19 @@ static void id_make_prefix(void) {
   unsigned short salt = 0;
   pthread_once(&id_once, id_register);
   if (uv_random(NULL, NULL, &salt, sizeof(salt), 0, NULL) != 0) salt = (unsigned short)uv_hrtime();
-  int n = snprintf(id_prefix, sizeof(id_prefix), "%x%04x-", (unsigned)getpid(), (unsigned)salt);
-  id_prefix_len = (size_t)n;
+  memset(id_next, 0, sizeof(id_next));
+  int n = snprintf(id_next, sizeof(id_next), "%x%04x-0", (unsigned)getpid(), (unsigned)salt);
+  id_prefix_len = (size_t)n - 1;
+  id_len = (size_t)n;
 }
 
 const char *rage__req_id(rage__req_t *req, size_t *len) {
   if (req->id == NULL) {
-    if (id_prefix_len == 0) id_make_prefix();
+    if (id_len == 0) id_make_prefix();
     id_count();
-    char *w = req->id_buf;
-    memcpy(w, id_prefix, id_prefix_len);
-    w += id_prefix_len;
-    memcpy(w, id_digits, id_ndigits);
-    w += id_ndigits;
-    *w = '\0';
+    memcpy(req->id_buf, id_next, sizeof(req->id_buf));
     req->id = req->id_buf;
-    req->id_len = (size_t)(w - req->id_buf);
+    req->id_len = id_len;
   }
   *len = req->id_len;
   return req->id;

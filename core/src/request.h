@@ -20,6 +20,9 @@ typedef struct rage__conn_s rage__conn_t;
 typedef struct rage__req_s rage__req_t;
 typedef struct rage__pools_s rage__pools_t;
 
+/* Room for a generated request id and its NUL. */
+#define RAGE_REQUEST_ID_SIZE 40
+
 struct rage__req_s {
   rage__conn_t *conn;       /* the connection writing the response, or NULL */
   rage__pools_t *pools;
@@ -54,7 +57,7 @@ struct rage__req_s {
   const char *id;           /* the request id once known (NUL-terminated), else NULL */
   size_t id_len;
   uint8_t want_id;          /* the response carries X-Request-Id */
-  char id_buf[40];          /* a generated id */
+  char id_buf[RAGE_REQUEST_ID_SIZE]; /* a generated id */
   rage__req_t *next;        /* free list */
   rage__arena_t arena;
 };
