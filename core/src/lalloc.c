@@ -34,29 +34,36 @@ static inline size_t class_of(size_t size) {
   return (size + (1u << CLASS_SHIFT) - 1) >> CLASS_SHIFT;
 }
 
-static void *take(rage__lalloc_t *a, size_t cls) {
+/* A block of `size` bytes from a new chunk, when the newest one has less left. The rest of the old
+ * chunk goes to the free lists it fits, largest first. Out of line, like resize(): the common
+ * calls then save no registers. */
+__attribute__((noinline)) static void *take_from_new_chunk(rage__lalloc_t *a, size_t size) {
+  while ((size_t)(a->end - a->cur) >= (1u << CLASS_SHIFT)) {
+    size_t rest = (size_t)(a->end - a->cur) >> CLASS_SHIFT;
+    if (rest > NCLASSES) rest = NCLASSES;
+    *(void **)a->cur = a->free[rest];
+    a->free[rest] = a->cur;
+    a->cur += rest << CLASS_SHIFT;
+  }
+  chunk_t *c = malloc(CHUNK_SIZE);
+  if (c == NULL) return NULL;
+  c->next = a->chunks;
+  a->chunks = c;
+  a->cur = (char *)c + 16; /* blocks stay 16-byte aligned */
+  a->end = (char *)c + CHUNK_SIZE;
+  void *p = a->cur;
+  a->cur += size;
+  return p;
+}
+
+static inline void *take(rage__lalloc_t *a, size_t cls) {
   void *p = a->free[cls];
   if (p != NULL) {
     a->free[cls] = *(void **)p;
     return p;
   }
   size_t size = cls << CLASS_SHIFT;
-  if ((size_t)(a->end - a->cur) < size) {
-    /* The rest of the old chunk goes to the free lists it fits, largest first. */
-    while ((size_t)(a->end - a->cur) >= (1u << CLASS_SHIFT)) {
-      size_t rest = (size_t)(a->end - a->cur) >> CLASS_SHIFT;
-      if (rest > NCLASSES) rest = NCLASSES;
-      *(void **)a->cur = a->free[rest];
-      a->free[rest] = a->cur;
-      a->cur += rest << CLASS_SHIFT;
-    }
-    chunk_t *c = malloc(CHUNK_SIZE);
-    if (c == NULL) return NULL;
-    c->next = a->chunks;
-    a->chunks = c;
-    a->cur = (char *)c + 16; /* blocks stay 16-byte aligned */
-    a->end = (char *)c + CHUNK_SIZE;
-  }
+  if ((size_t)(a->end - a->cur) < size) return take_from_new_chunk(a, size);
   p = a->cur;
   a->cur += size;
   return p;
@@ -67,27 +74,32 @@ static inline void give(rage__lalloc_t *a, void *p, size_t cls) {
   a->free[cls] = p;
 }
 
-void *rage__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  rage__lalloc_t *a = ud;
-  if (ptr == NULL) osize = 0;
-  if (nsize == 0) {
-    if (ptr != NULL) {
-      if (osize <= SMALL_MAX) give(a, ptr, class_of(osize));
-      else free(ptr);
-    }
-    return NULL;
-  }
-  if (osize != 0 && osize <= SMALL_MAX && nsize <= SMALL_MAX && class_of(osize) == class_of(nsize))
-    return ptr;
+/* A block that changes size: rarer than a new block or a freed one, and kept out of line so that
+ * those two stay a few instructions. */
+__attribute__((noinline)) static void *resize(rage__lalloc_t *a, void *ptr, size_t osize,
+                                              size_t nsize) {
+  if (osize <= SMALL_MAX && nsize <= SMALL_MAX && class_of(osize) == class_of(nsize)) return ptr;
   if (osize > SMALL_MAX && nsize > SMALL_MAX) return realloc(ptr, nsize);
   void *n = nsize <= SMALL_MAX ? take(a, class_of(nsize)) : malloc(nsize);
   if (n == NULL) return NULL;
-  if (ptr != NULL) {
-    memcpy(n, ptr, osize < nsize ? osize : nsize);
+  memcpy(n, ptr, osize < nsize ? osize : nsize);
+  if (osize <= SMALL_MAX) give(a, ptr, class_of(osize));
+  else free(ptr);
+  return n;
+}
+
+void *rage__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  rage__lalloc_t *a = ud;
+  if (ptr == NULL) { /* a new block: osize is not a size then */
+    if (nsize == 0) return NULL;
+    return nsize <= SMALL_MAX ? take(a, class_of(nsize)) : malloc(nsize);
+  }
+  if (nsize == 0) {
     if (osize <= SMALL_MAX) give(a, ptr, class_of(osize));
     else free(ptr);
+    return NULL;
   }
-  return n;
+  return resize(a, ptr, osize, nsize);
 }
 
 rage__lalloc_t *rage__lalloc_new(void) {
