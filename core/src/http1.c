@@ -12,12 +12,14 @@
  * the front of the buffer between reads without fixing up anything. llhttp keeps no pointers
  * into the data between calls to llhttp_execute(), which is what makes that move safe.
  */
+#define _GNU_SOURCE /* memmem */
 #include "http1.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "response.h"
 
 #define DATA(p) ((p)->rbuf->data)
 
@@ -172,6 +174,7 @@ void rage__http1_init(rage__http1_t *p, const rage_server_config_t *cfg, rage__p
   p->cbs = cbs;
   p->data = data;
   p->state = RAGE_HTTP1_IDLE;
+  p->plain = 1;
 }
 
 static void drop_buffer(rage__http1_t *p) {
@@ -369,12 +372,40 @@ static int name_is(const char *s, size_t len, const char *lower, size_t lower_le
   return 1;
 }
 
-/* Copies the raw head [head_start, pos), which llhttp has accepted, into a new request, checks it
- * and splits it into its target and header lines. */
-static int head_complete(rage__http1_t *p) {
+/* Whether [s, end) holds only visible ASCII, spaces and tabs: a plain head's field value with
+ * the white space around it (no obs-text, no control byte). */
+static int plain_value(const char *s, const char *end) {
+  for (; end - s >= 8; s += 8) {
+    uint64_t x = rage__swar_load(s);
+    if (rage__swar_below(x, 0x20) | rage__swar_eq(x, 0x7f) | (x & RAGE_SWAR_HIGH)) break;
+  }
+  for (; s < end; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c < 0x20 && c != '\t') || c >= 0x7f) return 0;
+  }
+  return 1;
+}
+
+/* What the request line and the framing say about a head: llhttp's reading of it, or the plain
+ * scan's (plain_head), which leaves the rest to head_complete. */
+typedef struct {
+  int method; /* llhttp_method_t */
+  int major, minor;
+  int keep_alive;          /* llhttp's; a plain head's comes from its Connection header */
+  uint64_t content_length; /* with a Content-Length header */
+  int plain;               /* give the head back to llhttp (PLAIN_NO) instead of refusing it */
+} head_t;
+
+#define PLAIN_NO 1
+
+/* Copies the raw head [head_start, pos) into a new request, checks it and splits it into its
+ * target and header lines. A head llhttp has accepted is refused here with a status; a plain
+ * head (m->plain) that needs anything but the simplest reading goes back to llhttp instead
+ * (returns PLAIN_NO, having changed nothing that llhttp's parse would not set again), so that
+ * every error and every unusual head gets llhttp's answer. */
+static int head_complete(rage__http1_t *p, const head_t *m) {
   const char *base = DATA(p) + p->head_start;
   size_t hlen = p->pos - p->head_start;
-  llhttp_t *h = &p->parser;
 
   rage__req_t *req = rage__req_new(p->pools);
   /* One copy of the head holds the target, the names and the values. Each is NUL-terminated in
@@ -387,7 +418,7 @@ static int head_complete(rage__http1_t *p) {
   size_t lines = 0, ends[HEAD_LINES];
   const char *reason = check_line_ends(copy, hlen, ends, &lines);
   if (reason) goto reject;
-  if (h->http_major != 1 || h->http_minor > 1) {
+  if (m->major != 1 || m->minor > 1) {
     status = 505;
     reason = "HTTP Version Not Supported";
     goto reject;
@@ -400,7 +431,7 @@ static int head_complete(rage__http1_t *p) {
   }
   rage_header_t *hs = rage__arena_alloc(&req->arena, (nheaders ? nheaders : 1) * sizeof(*hs));
   size_t header_bytes = 0;
-  int nhost = 0, ncl = 0, nte = 0, nexpect = 0;
+  int nhost = 0, ncl = 0, nte = 0, nexpect = 0, nother = 0, nconn = 0;
   const rage_header_t *te = NULL, *expect = NULL, *host = NULL, *rid = NULL;
   /* Header line i runs from the end of line i (the request line is line 0) to line i + 1's CR. */
   char *line = nheaders ? copy + ends[0] + 2 : NULL;
@@ -408,7 +439,7 @@ static int head_complete(rage__http1_t *p) {
     char *cr =
         i + 1 < HEAD_LINES ? copy + ends[i + 1] : memchr(line, '\r', (size_t)(copy + hlen - line));
     char *colon = find_colon(line, cr);
-    if (colon == NULL) {
+    if (colon == NULL || colon == line) { /* llhttp lets an empty name through */
       reason = "Bad Request: malformed header line";
       goto reject;
     }
@@ -426,12 +457,28 @@ static int head_complete(rage__http1_t *p) {
     x->value_len = (size_t)(vend - v);
     header_bytes += x->name_len + x->value_len;
     line = cr + 2;
+    /* llhttp checked the names and values of its heads; a plain head's are checked here, the
+     * value with the white space around it. */
+    if (m->plain && (!rage__valid_token(x->name, x->name_len) || !plain_value(colon + 1, cr)))
+      goto reject;
     switch (x->name_len) {
     case 4:
       if (name_is(x->name, 4, "host", 4)) nhost++, host = x;
       break;
     case 6:
       if (name_is(x->name, 6, "expect", 6)) nexpect++, expect = x;
+      break;
+    case 7: /* the headers llhttp reads for the connection's state: a plain head may only have
+               one Connection header saying keep-alive, what HTTP/1.1 means without it */
+      if (name_is(x->name, 7, "upgrade", 7)) nother++;
+      break;
+    case 10:
+      if (name_is(x->name, 10, "connection", 10) &&
+          (nconn++ || !rage__strieq(x->value, x->value_len, "keep-alive", 10)))
+        nother++;
+      break;
+    case 16:
+      if (name_is(x->name, 16, "proxy-connection", 16)) nother++;
       break;
     case 12:
       if (rid == NULL && name_is(x->name, 12, "x-request-id", 12)) rid = x;
@@ -448,6 +495,7 @@ static int head_complete(rage__http1_t *p) {
   }
   req->headers = hs;
   req->nheaders = (unsigned)nheaders;
+  if (m->plain && (ncl | nte | nexpect | nother)) goto reject;
   if (header_bytes > p->cfg->max_header_size) {
     status = 431;
     reason = "Request Header Fields Too Large";
@@ -457,7 +505,7 @@ static int head_complete(rage__http1_t *p) {
   reason = "Bad Request: duplicate Host header";
   if (nhost > 1) goto reject;
   reason = "Bad Request: missing Host header";
-  if (nhost == 0 && h->http_minor == 1) goto reject;
+  if (nhost == 0 && m->minor == 1) goto reject;
   reason = "Bad Request: invalid Host header";
   if (host && !valid_host(host->value, host->value_len)) goto reject;
   const char *url = copy + p->url_off;
@@ -480,7 +528,7 @@ static int head_complete(rage__http1_t *p) {
     p->url_off += (size_t)(slash - url);
     p->url_len = (size_t)(uend - slash);
   } else if (url_len == 0 || (url[0] != '/' && !(url_len == 1 && url[0] == '*') &&
-                              h->method != HTTP_CONNECT)) {
+                              m->method != HTTP_CONNECT)) {
     reason = "Bad Request: invalid request target";
     goto reject;
   }
@@ -504,19 +552,19 @@ static int head_complete(rage__http1_t *p) {
       reason = "Expectation Failed";
       goto reject;
     }
-    expect_continue = h->http_minor == 1;
+    expect_continue = m->minor == 1;
   }
   const char *target = copy + p->url_off;
   size_t path_len = (size_t)(q - target);
   p->max_body = body_limit(p->cfg, target, path_len);
-  if (ncl && h->content_length > p->max_body) {
+  if (ncl && m->content_length > p->max_body) {
     status = 413;
     reason = "Payload Too Large";
     goto reject;
   }
 
-  req->method_id = h->method;
-  req->method = llhttp_method_name((llhttp_method_t)h->method);
+  req->method_id = m->method;
+  req->method = llhttp_method_name((llhttp_method_t)m->method);
   req->method_len = strlen(req->method);
   if (p->url_len == 0) { /* absolute-form with an empty path means "/" */
     req->target = rage__arena_strndup(&req->arena, "/", 1);
@@ -533,32 +581,103 @@ static int head_complete(rage__http1_t *p) {
   p->header_bytes = header_bytes;
   if (nte) {
     p->in_trailer_name = 0;
-    h->settings = (void *)&settings_chunked; /* until the message completes */
+    p->parser.settings = (void *)&settings_chunked; /* until the message completes */
   }
-  req->http_major = h->http_major;
-  req->http_minor = h->http_minor;
-  req->keep_alive = llhttp_should_keep_alive(h) && !(h->flags & F_UPGRADE) &&
-                    h->method != HTTP_CONNECT;
-  req->head_only = h->method == HTTP_HEAD;
+  req->http_major = (uint8_t)m->major;
+  req->http_minor = (uint8_t)m->minor;
+  req->keep_alive = (m->plain || m->keep_alive) && m->method != HTTP_CONNECT;
+  req->head_only = m->method == HTTP_HEAD;
   req->expect_continue = (uint8_t)expect_continue;
   p->req = req;
-  if (ncl && h->content_length > p->cfg->body_buffer) {
+  if (ncl && m->content_length > p->cfg->body_buffer) {
     int r = rage__req_body_spool(req);
     if (r != 0) return body_store_failed(p, r);
-  } else if (ncl && h->content_length > 0) {
-    rage__buf_reserve(&req->body, (size_t)h->content_length);
+  } else if (ncl && m->content_length > 0) {
+    rage__buf_reserve(&req->body, (size_t)m->content_length);
   }
   p->state = RAGE_HTTP1_BODY;
-  int has_body = (ncl && h->content_length > 0) || nte;
+  int has_body = (ncl && m->content_length > 0) || nte;
   if (has_body && p->cbs->on_head) p->cbs->on_head(p, req);
   return 0;
 
 reject:
   rage__req_free(req);
+  if (m->plain) return PLAIN_NO;
   return fail(p, status, reason);
 }
 
-/* How many header lines of the head received so far are named `name` (any case). */
+/* The bytes of an origin-form target that a plain head may have: pchar (RFC 3986: unreserved,
+ * sub-delims, ':', '@', and '%' of pct-encoded), '/' and '?'. */
+static const unsigned char plain_target[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1,
+    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1,
+    ['@'] = 1, ['%'] = 1, ['/'] = 1, ['?'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+/*
+ * The plain head: most requests are a GET or HEAD of HTTP/1.1 with an origin-form target and a
+ * few ordinary headers, and nothing in them needs llhttp's state machine (about 1,100
+ * instructions of a W1 request's 7,000). A head that is whole in the buffer and of exactly that
+ * shape is read here and by head_complete in one pass: request line "GET " or "HEAD ", a target
+ * of pchar, '/' and '?' (no fragment, no absolute-form), " HTTP/1.1"; header names that are
+ * tokens, values of visible ASCII, space and tab; no Content-Length, Transfer-Encoding, Expect,
+ * Upgrade or Proxy-Connection, and at most one Connection header, saying keep-alive: the request
+ * keeps the connection, and llhttp, which never saw it, can take the next one as it would.
+ * Anything else, an error included, returns PLAIN_NO and llhttp parses the same bytes as if
+ * this function did not exist: the plain head is a subset of what llhttp accepts, read the same
+ * way (test-http1 and fuzz-http1 compare the two on the same input). Only tried at a message
+ * boundary where llhttp would start a new message (p->plain).
+ */
+static int plain_head(rage__http1_t *p) {
+  const char *s = DATA(p) + p->pos, *end = DATA(p) + p->len;
+  int method;
+  size_t mlen;
+  if (end - s < 18) return PLAIN_NO; /* "GET / HTTP/1.1\r\n\r\n" */
+  if (memcmp(s, "GET /", 5) == 0) {
+    method = HTTP_GET;
+    mlen = 3;
+  } else if (memcmp(s, "HEAD /", 6) == 0) {
+    method = HTTP_HEAD;
+    mlen = 4;
+  } else {
+    return PLAIN_NO;
+  }
+  const char *target = s + mlen + 1, *t = target;
+  while (t < end && plain_target[(unsigned char)*t]) t++;
+  if (end - t < 15 || memcmp(t, " HTTP/1.1\r\n", 11) != 0) return PLAIN_NO;
+  size_t tlen = (size_t)(t - target);
+  if (tlen > p->cfg->max_request_line) return PLAIN_NO;
+  const char *last = memmem(t + 9, (size_t)(end - (t + 9)), "\r\n\r\n", 4);
+  if (last == NULL) return PLAIN_NO; /* not whole yet */
+  size_t pos = p->pos;
+  p->head_start = pos;
+  p->url_off = mlen + 1;
+  p->url_len = tlen;
+  p->pos = (size_t)(last + 4 - DATA(p));
+  head_t m = {.method = method, .major = 1, .minor = 1, .plain = 1};
+  if (head_complete(p, &m) == PLAIN_NO) {
+    p->pos = pos;
+    p->head_start = 0;
+    p->url_off = p->url_len = 0;
+    return PLAIN_NO;
+  }
+  p->url_done = 1;
+  p->requests++;
+  return 0;
+}
+
+/* How many header lines of the head received so far are named `name` (any case): up to the empty
+ * line that ends the head, so that a trailer of the same name, when buffered, does not count. */
 static unsigned count_header(rage__http1_t *p, const char *name) {
   size_t nlen = strlen(name);
   const char *s = DATA(p) + p->head_start, *end = DATA(p) + p->len;
@@ -566,6 +685,7 @@ static unsigned count_header(rage__http1_t *p, const char *name) {
   const char *lf = memchr(s, '\n', (size_t)(end - s));
   while (lf && lf + 1 < end) {
     const char *line = lf + 1;
+    if (*line == '\r' || *line == '\n') break;
     const char *colon = memchr(line, ':', (size_t)(end - line));
     lf = memchr(line, '\n', (size_t)(end - line));
     if (colon && (!lf || colon < lf) && rage__strieq(line, (size_t)(colon - line), name, nlen)) n++;
@@ -616,6 +736,10 @@ static void parse(rage__http1_t *p) {
   int again = 0;
   while (p->state != RAGE_HTTP1_PAUSED && p->state != RAGE_HTTP1_DEAD && (p->pos < p->len || again)) {
     again = 0;
+    if (p->state == RAGE_HTTP1_IDLE && p->plain && plain_head(p) == 0) {
+      p->state = RAGE_HTTP1_PAUSED;
+      break;
+    }
     const char *start = DATA(p) + p->pos;
     llhttp_errno_t err = llhttp_execute(&p->parser, start, p->len - p->pos);
     if (err == HPE_OK) {
@@ -628,7 +752,11 @@ static void parse(rage__http1_t *p) {
       else llhttp_resume_after_upgrade(&p->parser);
       if (p->pause_head) {
         p->pause_head = 0;
-        if (head_complete(p) != 0) {
+        llhttp_t *h = &p->parser;
+        head_t m = {.method = h->method, .major = h->http_major, .minor = h->http_minor,
+                    .keep_alive = llhttp_should_keep_alive(h) && !(h->flags & F_UPGRADE),
+                    .content_length = h->content_length};
+        if (head_complete(p, &m) != 0) {
           rage__http1_fail(p, p->err_status, p->err_reason);
           return;
         }
@@ -652,6 +780,8 @@ static void parse(rage__http1_t *p) {
   if (p->state == RAGE_HTTP1_PAUSED) {
     rage__req_t *req = p->req;
     p->req = NULL;
+    /* After a request that does not keep the connection, llhttp refuses what follows. */
+    p->plain = req->keep_alive;
     p->cbs->on_request(p, req);
   }
 }

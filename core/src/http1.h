@@ -65,6 +65,8 @@ struct rage__http1_s {
   int err_status;          /* set by a callback that fails */
   const char *err_reason;
   unsigned requests;       /* messages begun on this connection */
+  int plain;               /* at a message boundary where plain heads may be read without llhttp
+                              (0 to have llhttp parse every head, as fuzz-http1 does to compare) */
   rage__req_t *req;        /* the request being received */
 };
 

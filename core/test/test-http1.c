@@ -16,6 +16,7 @@ typedef struct {
   char xa[64];          /* value of header X-A in the last request */
   char hdrs[16384];     /* "name=value|" for every header of every request */
   int spooled;          /* requests whose body went to a temporary file */
+  int llhttp_only;      /* every head through llhttp, none read as a plain head */
 } outcome_t;
 
 static void on_head(rage__http1_t *p, rage__req_t *req) {
@@ -43,6 +44,7 @@ static void on_request(rage__http1_t *p, rage__req_t *req) {
   }
   o->nreq++;
   o->paused = 1;
+  if (o->llhttp_only) p->plain = 0;
   rage__req_free(req);
 }
 
@@ -56,12 +58,14 @@ static const rage__http1_cbs_t cbs = {on_head, on_request, on_error};
 
 /* Feeds `in` cut at the offsets in `cuts` (ascending). */
 static void run(const char *in, size_t len, const size_t *cuts, size_t ncuts,
-                const rage_server_config_t *cfg, outcome_t *o) {
+                const rage_server_config_t *cfg, outcome_t *o, int llhttp_only) {
   rage__pools_t pools;
   rage__http1_t p;
   memset(o, 0, sizeof(*o));
+  o->llhttp_only = llhttp_only;
   rage__pools_init(&pools, cfg);
   rage__http1_init(&p, cfg, &pools, &cbs, o);
+  if (llhttp_only) p.plain = 0;
   size_t off = 0;
   for (size_t i = 0; i <= ncuts && !o->status; i++) {
     size_t end = i < ncuts ? cuts[i] : len;
@@ -90,14 +94,17 @@ static void run(const char *in, size_t len, const size_t *cuts, size_t ncuts,
 }
 
 static void expect_same(const outcome_t *a, const outcome_t *b, const char *how) {
-  if (a->status != b->status || a->nreq != b->nreq || strcmp(a->log, b->log) != 0) {
+  if (a->status != b->status || a->nreq != b->nreq || strcmp(a->log, b->log) != 0 ||
+      strcmp(a->hdrs, b->hdrs) != 0) {
     fprintf(stderr, "outcome differs when fed %s:\n whole: status=%d n=%d %s\n split: status=%d n=%d %s\n",
             how, a->status, a->nreq, a->log, b->status, b->nreq, b->log);
     exit(1);
   }
 }
 
-/* Checks the outcome whole, byte by byte and at every two-piece split. */
+/* Checks the outcome whole, byte by byte and at every two-piece split, and whole again with every
+ * head through llhttp: a plain head (read without llhttp when it arrives whole) must come out as
+ * llhttp's parse of it does. */
 static void check(const char *in, size_t len, const rage_server_config_t *cfg, int want_status,
                   int want_nreq, const char *want_log) {
   static outcome_t whole, other;
@@ -106,7 +113,7 @@ static void check(const char *in, size_t len, const rage_server_config_t *cfg, i
     rage_server_config_init(&defaults);
     cfg = &defaults;
   }
-  run(in, len, NULL, 0, cfg, &whole);
+  run(in, len, NULL, 0, cfg, &whole, 0);
   if (whole.status != want_status || whole.nreq != want_nreq ||
       (want_log && strcmp(whole.log, want_log) != 0)) {
     fprintf(stderr, "input: %.200s\nwanted status=%d n=%d log=%s\ngot    status=%d n=%d log=%s\n", in,
@@ -115,11 +122,13 @@ static void check(const char *in, size_t len, const rage_server_config_t *cfg, i
   }
   size_t *cuts = calloc(len + 1, sizeof(size_t));
   for (size_t i = 0; i < len; i++) cuts[i] = i + 1;
-  run(in, len, cuts, len ? len - 1 : 0, cfg, &other);
+  run(in, len, NULL, 0, cfg, &other, 1);
+  expect_same(&whole, &other, "whole, every head through llhttp");
+  run(in, len, cuts, len ? len - 1 : 0, cfg, &other, 0);
   expect_same(&whole, &other, "one byte at a time");
   size_t step = len > 4096 ? len / 512 : 1;
   for (size_t k = 1; k < len; k += step) {
-    run(in, len, &k, 1, cfg, &other);
+    run(in, len, &k, 1, cfg, &other, 0);
     char how[64];
     snprintf(how, sizeof(how), "split at %zu", k);
     expect_same(&whole, &other, how);
@@ -138,13 +147,13 @@ TEST(header_values_trimmed) {
   rage_server_config_t cfg;
   rage_server_config_init(&cfg);
   const char in[] = "GET / HTTP/1.1\r\nHost: x\r\nX-A:  v w \t\r\n\r\n";
-  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o);
+  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.nreq, 1);
   ASSERT_STR(o.xa, "v w");
   /* Tabs inside a value stay; empty values are empty; a long line spans many 8-byte words. */
   const char tabs[] = "GET / HTTP/1.1\r\nHost: x\r\nX-E:\r\nX-A:\ta\tb\t\r\nX-Z: 0123456789abcdef"
                       "0123456789abcdef0123456789abcdef\r\n\r\n";
-  run(tabs, sizeof(tabs) - 1, NULL, 0, &cfg, &o);
+  run(tabs, sizeof(tabs) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.nreq, 1);
   ASSERT_STR(o.xa, "a\tb");
   CHECK("GET / HTTP/1.1\r\nHost: x\r\nX-E:\r\nX-F:  \r\n\r\n", 0, 1, "GET / [] ka=1 h=3|");
@@ -181,7 +190,7 @@ TEST(body_spooled_to_file) {
   const char *want = "POST /cl [hello world] ka=1 h=2|POST /small [four] ka=1 h=2|"
                      "POST /c [hello world] ka=1 h=2|";
   check(in, sizeof(in) - 1, &cfg, 0, 3, want);
-  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o);
+  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.spooled, 2); /* the 4-byte body fits the buffer */
 
   /* Reads at any offset see the same bytes as a buffered body. */
@@ -206,12 +215,12 @@ TEST(body_spooled_to_file) {
   char *keep = saved ? strdup(saved) : NULL;
   setenv("TMPDIR", "/nonexistent/rage-test", 1);
   const char cl[] = "POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
-  run(cl, sizeof(cl) - 1, NULL, 0, &cfg, &o);
+  run(cl, sizeof(cl) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.status, 500);
   ASSERT_EQ(o.nreq, 0);
   const char te[] = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                     "3\r\nhel\r\n8\r\nlo world\r\n0\r\n\r\n";
-  run(te, sizeof(te) - 1, NULL, 0, &cfg, &o);
+  run(te, sizeof(te) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.status, 500);
   ASSERT_EQ(o.nreq, 0);
   if (keep) setenv("TMPDIR", keep, 1);
@@ -230,7 +239,7 @@ TEST(expect_continue) {
   rage_server_config_t cfg;
   rage_server_config_init(&cfg);
   const char in[] = "PUT /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok";
-  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o);
+  run(in, sizeof(in) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.heads, 1);
   ASSERT_EQ(o.last_expect, 1);
   ASSERT_EQ(o.nreq, 1);
@@ -295,7 +304,7 @@ TEST(header_lines_at_every_offset) {
         value[v] = '\0';
         snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: x\r\n%s:%s%s%s\r\nX-A: z\r\n\r\n", name,
                  ows[w], value, ows[w]);
-        run(in, strlen(in), NULL, 0, &cfg, &o);
+        run(in, strlen(in), NULL, 0, &cfg, &o, 0);
         ASSERT_EQ(o.status, 0);
         ASSERT_EQ(o.nreq, 1);
         snprintf(want, sizeof(want), "Host=x|%s=%s|X-A=z|", name, value);
@@ -315,7 +324,7 @@ TEST(many_header_lines) {
   rage_server_config_init(&cfg);
   cfg.max_headers = 400;
   char *in = many_headers(400);
-  run(in, strlen(in), NULL, 0, &cfg, &o);
+  run(in, strlen(in), NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.status, 0);
   ASSERT_EQ(o.nreq, 1);
   rage__buf_t want = {0};
@@ -353,7 +362,7 @@ TEST(limit_body) {
   /* Over the limit by Content-Length: refused from the head, before any body byte. */
   const char over[] = "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n";
   static outcome_t o;
-  run(over, sizeof(over) - 1, NULL, 0, &cfg, &o);
+  run(over, sizeof(over) - 1, NULL, 0, &cfg, &o, 0);
   ASSERT_EQ(o.status, 413);
   ASSERT_EQ(o.heads, 0); /* no 100 Continue for a body that will be refused */
   /* Chunked: the de-chunked size counts. */
@@ -472,6 +481,48 @@ TEST(error_is_sticky) {
         400, 1, "GET /ok [] ka=1 h=1|");
 }
 
+/* Heads read without llhttp when whole (check() compares each with llhttp's reading of it), and
+ * the near misses that must go to llhttp: the outcome is the same either way. */
+TEST(plain_heads) {
+  CHECK("HEAD /a/b;c=d/e:f@g!$&'()*+,%20~?q=1&r=/?x HTTP/1.1\r\nHost: h\r\n\r\n", 0, 1,
+        "HEAD /a/b;c=d/e:f@g!$&'()*+,%20~?q=1&r=/?x [] ka=1 h=1|");
+  /* After a request that closes the connection, llhttp refuses more. */
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n", 400,
+        1, "GET / [] ka=0 h=2|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: CLOSE\r\n\r\n", 0, 1, "GET / [] ka=0 h=2|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+        0, 2, "GET / [] ka=1 h=2|GET /2 [] ka=1 h=1|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n", 0, 1,
+        "GET / [] ka=0 h=2|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", 0, 1,
+        "GET / [] ka=0 h=3|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 0, 1,
+        "GET / [] ka=0 h=3|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n\r\n", 0, 1, NULL);
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nX-A: caf\xc3\xa9\r\n\r\n", 0, 1, NULL);
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x7f\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\nX-B: \t \r\n\r\n", 0, 1, "GET / [] ka=1 h=3|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab", 0, 1, "GET / [ab] ka=1 h=2|");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n", 0, 1, NULL);
+  CHECK("GET /a\"b HTTP/1.1\r\nHost: h\r\n\r\n", 0, 1, NULL);
+  CHECK("GET /a{b} HTTP/1.1\r\nHost: h\r\n\r\n", 0, 1, NULL);
+  CHECK("GET /a\x80 HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, "");
+  CHECK("GET /a?b#c HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, "");
+  CHECK("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 0, 1, "GET / [] ka=1 h=1|"); /* llhttp allows it */
+  CHECK("GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 505, 0, "");
+  CHECK("GET / http/1.1\r\nHost: h\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.0\r\nHost: h\r\n\r\n", 0, 1, "GET / [] ka=0 h=1|");
+  CHECK("get / HTTP/1.1\r\nHost: h\r\n\r\n", 501, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\nX A: b\r\n\r\n", 400, 0, "");
+  CHECK("GET / HTTP/1.1\r\nHost: h\r\n: b\r\n\r\n", 400, 0, "");
+  /* A plain head, one that needs llhttp, and a plain one again, pipelined. */
+  CHECK("GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        "POST /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        "GET /3 HTTP/1.1\r\nHost: h\r\n\r\n",
+        0, 3, "GET /1 [] ka=1 h=1|POST /2 [ab] ka=1 h=2|GET /3 [] ka=1 h=1|");
+}
+
 TEST(idle_holds_no_buffer) {
   static outcome_t o;
   rage_server_config_t cfg;
@@ -518,6 +569,6 @@ int main(int argc, char **argv) {
       TEST_ENTRY(limit_chunk_extensions),
       TEST_ENTRY(smuggling_vectors),   TEST_ENTRY(host_rules),
       TEST_ENTRY(versions_methods_codings), TEST_ENTRY(request_targets), TEST_ENTRY(error_is_sticky),
-      TEST_ENTRY(idle_holds_no_buffer), {NULL, NULL}};
+      TEST_ENTRY(plain_heads), TEST_ENTRY(idle_holds_no_buffer), {NULL, NULL}};
   return test_main(argc, argv, tests);
 }
