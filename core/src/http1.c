@@ -12,7 +12,6 @@
  * the front of the buffer between reads without fixing up anything. llhttp keeps no pointers
  * into the data between calls to llhttp_execute(), which is what makes that move safe.
  */
-#define _GNU_SOURCE /* memmem */
 #include "http1.h"
 
 #include <stdlib.h>
@@ -624,6 +623,23 @@ static const unsigned char plain_target[256] = {
     ['y'] = 1, ['z'] = 1,
 };
 
+/* The first "\r\n\r\n" in [s, end), or NULL: a head's end, found by its LFs a word at a time
+ * (glibc's memmem costs several times more for a needle of four bytes). */
+static const char *head_end(const char *s, const char *end) {
+  const char *w = s;
+  for (; end - w >= 8; w += 8) {
+    /* The lowest flag is exact and any above it are checked: every LF is flagged. */
+    for (uint64_t m = rage__swar_eq(rage__swar_load(w), '\n'); m; m &= m - 1) {
+      const char *lf = w + rage__swar_first(m);
+      if (*lf == '\n' && lf - s >= 3 && lf[-1] == '\r' && lf[-2] == '\n' && lf[-3] == '\r')
+        return lf - 3;
+    }
+  }
+  for (; w < end; w++)
+    if (*w == '\n' && w - s >= 3 && w[-1] == '\r' && w[-2] == '\n' && w[-3] == '\r') return w - 3;
+  return NULL;
+}
+
 /*
  * The plain head: most requests are a GET or HEAD of HTTP/1.1 with an origin-form target and a
  * few ordinary headers, and nothing in them needs llhttp's state machine (about 1,100
@@ -657,7 +673,7 @@ static int plain_head(rage__http1_t *p) {
   if (end - t < 15 || memcmp(t, " HTTP/1.1\r\n", 11) != 0) return PLAIN_NO;
   size_t tlen = (size_t)(t - target);
   if (tlen > p->cfg->max_request_line) return PLAIN_NO;
-  const char *last = memmem(t + 9, (size_t)(end - (t + 9)), "\r\n\r\n", 4);
+  const char *last = head_end(t + 9, end);
   if (last == NULL) return PLAIN_NO; /* not whole yet */
   size_t pos = p->pos;
   p->head_start = pos;
