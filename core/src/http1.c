@@ -336,16 +336,15 @@ static const char *check_line_ends(const char *head, size_t len, size_t *ends, s
   return NULL;
 }
 
-/* The first ':' in [s, end) of a padded head, or NULL. */
-static char *find_colon(char *s, char *end) {
-  for (; s < end; s += 8) {
-    uint64_t m = rage__swar_eq(rage__swar_load(s), ':');
-    if (m) {
-      char *colon = s + rage__swar_first(m);
-      return colon < end ? colon : NULL;
-    }
-  }
-  return NULL;
+/* The end of the header name at s in a padded head: its first byte that is not a token byte, the
+ * colon of a well-formed line (the line's CR at the latest). Four bytes a step: a step may read
+ * into the next line or the padding, never past it. Finding the colon this way also checks the
+ * name. */
+static char *name_end(char *s) {
+  const unsigned char *u = (const unsigned char *)s;
+  while (rage__tchar[u[0]] & rage__tchar[u[1]] & rage__tchar[u[2]] & rage__tchar[u[3]]) u += 4;
+  while (rage__tchar[*u]) u++;
+  return (char *)u;
 }
 
 /* The first '?' or '#' in [s, end) of a padded head, or end. */
@@ -372,11 +371,17 @@ static int name_is(const char *s, size_t len, const char *lower, size_t lower_le
 }
 
 /* Whether [s, end) holds only visible ASCII, spaces and tabs: a plain head's field value with
- * the white space around it (no obs-text, no control byte). */
+ * the white space around it (no obs-text, no control byte). Eight bytes a step, the bytes of the
+ * last word that lie past `end` (the rest of the padded head) left out; a flagged byte, a tab
+ * most likely, sends the rest to the byte loop. */
 static int plain_value(const char *s, const char *end) {
-  for (; end - s >= 8; s += 8) {
+  for (;; s += 8) {
     uint64_t x = rage__swar_load(s);
-    if (rage__swar_below(x, 0x20) | rage__swar_eq(x, 0x7f) | (x & RAGE_SWAR_HIGH)) break;
+    uint64_t m = rage__swar_below(x, 0x20) | rage__swar_eq(x, 0x7f) | (x & RAGE_SWAR_HIGH);
+    size_t left = (size_t)(end - s);
+    if (left < 8) m &= ((uint64_t)1 << (8 * left)) - 1;
+    if (m) break;
+    if (left <= 8) return 1;
   }
   for (; s < end; s++) {
     unsigned char c = (unsigned char)*s;
@@ -437,8 +442,11 @@ static int head_complete(rage__http1_t *p, const head_t *m) {
   for (size_t i = 0; i < nheaders; i++) {
     char *cr =
         i + 1 < HEAD_LINES ? copy + ends[i + 1] : memchr(line, '\r', (size_t)(copy + hlen - line));
-    char *colon = find_colon(line, cr);
-    if (colon == NULL || colon == line) { /* llhttp lets an empty name through */
+    /* llhttp has checked the names of its heads (but lets an empty one through); a plain head's
+     * name is checked here, and any byte before its colon that is not a token byte sends it back
+     * to llhttp. */
+    char *colon = name_end(line);
+    if (*colon != ':' || colon == line) {
       reason = "Bad Request: malformed header line";
       goto reject;
     }
@@ -456,10 +464,9 @@ static int head_complete(rage__http1_t *p, const head_t *m) {
     x->value_len = (size_t)(vend - v);
     header_bytes += x->name_len + x->value_len;
     line = cr + 2;
-    /* llhttp checked the names and values of its heads; a plain head's are checked here, the
-     * value with the white space around it. */
-    if (m->plain && (!rage__valid_token(x->name, x->name_len) || !plain_value(colon + 1, cr)))
-      goto reject;
+    /* llhttp checked the values of its heads; a plain head's is checked here, with the white
+     * space around it. */
+    if (m->plain && !plain_value(colon + 1, cr)) goto reject;
     switch (x->name_len) {
     case 4:
       if (name_is(x->name, 4, "host", 4)) nhost++, host = x;

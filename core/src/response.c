@@ -64,7 +64,7 @@ const char *rage__status_reason(int status) {
 }
 
 /* tchar from RFC 9110: "!#$%&'*+-.^_`|~" DIGIT ALPHA */
-static const unsigned char tchar[256] = {
+const unsigned char rage__tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
     ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
@@ -85,9 +85,9 @@ int rage__valid_token(const char *s, size_t len) {
   size_t i = 0;
   if (len == 0) return 0;
   for (; i + 4 <= len; i += 4)
-    if (!(tchar[u[i]] & tchar[u[i + 1]] & tchar[u[i + 2]] & tchar[u[i + 3]])) return 0;
+    if (!(rage__tchar[u[i]] & rage__tchar[u[i + 1]] & rage__tchar[u[i + 2]] & rage__tchar[u[i + 3]])) return 0;
   for (; i < len; i++)
-    if (!tchar[u[i]]) return 0;
+    if (!rage__tchar[u[i]]) return 0;
   return 1;
 }
 

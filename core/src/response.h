@@ -45,6 +45,8 @@ const char *rage__status_reason(int status);
 
 /* Validation used for headers and elsewhere: a token (header name) and a field value. */
 int rage__valid_token(const char *s, size_t len);
+/* 1 for the bytes of a token (tchar, RFC 9110), 0 for the others. */
+extern const unsigned char rage__tchar[256];
 int rage__valid_field_value(const char *s, size_t len);
 
 /* The Date header line "Date: ...\r\n" for the current second (cached). Static storage. */
