@@ -243,21 +243,27 @@ static size_t body_limit(const rage_server_config_t *cfg, const char *url, size_
   return limit;
 }
 
-/* reg-name characters (RFC 3986): unreserved, sub-delims and '%' of pct-encoded. */
-static const unsigned char host_char[256] = {
-    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1,
-    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, ['%'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+/* Classes of URL bytes (RFC 3986). HOST: reg-name, i.e. unreserved, sub-delims and '%' of
+ * pct-encoded. TARGET: what the origin-form target of a plain head may hold, pchar (reg-name,
+ * ':' and '@'), '/' and '?'. */
+enum { HOST = 1, TARGET = 2 };
+#define R (HOST | TARGET)
+static const unsigned char url_byte[256] = {
+    ['-'] = R, ['.'] = R, ['_'] = R, ['~'] = R, ['!'] = R, ['$'] = R, ['&'] = R, ['\''] = R,
+    ['('] = R, [')'] = R, ['*'] = R, ['+'] = R, [','] = R, [';'] = R, ['='] = R, ['%'] = R,
+    ['0'] = R, ['1'] = R, ['2'] = R, ['3'] = R, ['4'] = R, ['5'] = R, ['6'] = R, ['7'] = R,
+    ['8'] = R, ['9'] = R,
+    ['A'] = R, ['B'] = R, ['C'] = R, ['D'] = R, ['E'] = R, ['F'] = R, ['G'] = R, ['H'] = R,
+    ['I'] = R, ['J'] = R, ['K'] = R, ['L'] = R, ['M'] = R, ['N'] = R, ['O'] = R, ['P'] = R,
+    ['Q'] = R, ['R'] = R, ['S'] = R, ['T'] = R, ['U'] = R, ['V'] = R, ['W'] = R, ['X'] = R,
+    ['Y'] = R, ['Z'] = R,
+    ['a'] = R, ['b'] = R, ['c'] = R, ['d'] = R, ['e'] = R, ['f'] = R, ['g'] = R, ['h'] = R,
+    ['i'] = R, ['j'] = R, ['k'] = R, ['l'] = R, ['m'] = R, ['n'] = R, ['o'] = R, ['p'] = R,
+    ['q'] = R, ['r'] = R, ['s'] = R, ['t'] = R, ['u'] = R, ['v'] = R, ['w'] = R, ['x'] = R,
+    ['y'] = R, ['z'] = R,
+    [':'] = TARGET, ['@'] = TARGET, ['/'] = TARGET, ['?'] = TARGET,
 };
+#undef R
 
 /* A Host value or authority: reg-name / IPv4 / [IPv6] with an optional :port (RFC 3986). */
 static int valid_host(const char *s, size_t len) {
@@ -277,9 +283,9 @@ static int valid_host(const char *s, size_t len) {
     /* Up to a ':', checked below: four bytes a step, with one branch for the four. */
     const unsigned char *u = (const unsigned char *)s;
     while (i + 4 <= len &&
-           (host_char[u[i]] & host_char[u[i + 1]] & host_char[u[i + 2]] & host_char[u[i + 3]]))
+           (url_byte[u[i]] & url_byte[u[i + 1]] & url_byte[u[i + 2]] & url_byte[u[i + 3]] & HOST))
       i += 4;
-    while (i < len && host_char[u[i]]) i++;
+    while (i < len && (url_byte[u[i]] & HOST)) i++;
   }
   if (i < len) {
     if (s[i] != ':') return 0;
@@ -612,24 +618,6 @@ reject:
   return fail(p, status, reason);
 }
 
-/* The bytes of an origin-form target that a plain head may have: pchar (RFC 3986: unreserved,
- * sub-delims, ':', '@', and '%' of pct-encoded), '/' and '?'. */
-static const unsigned char plain_target[256] = {
-    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1,
-    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1,
-    ['@'] = 1, ['%'] = 1, ['/'] = 1, ['?'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
-};
-
 /* The first "\r\n\r\n" in [s, end), or NULL: a head's end, found by its LFs a word at a time
  * (glibc's memmem costs several times more for a needle of four bytes). */
 static const char *head_end(const char *s, const char *end) {
@@ -676,7 +664,7 @@ static int plain_head(rage__http1_t *p) {
     return PLAIN_NO;
   }
   const char *target = s + mlen + 1, *t = target;
-  while (t < end && plain_target[(unsigned char)*t]) t++;
+  while (t < end && (url_byte[(unsigned char)*t] & TARGET)) t++;
   if (end - t < 15 || memcmp(t, " HTTP/1.1\r\n", 11) != 0) return PLAIN_NO;
   size_t tlen = (size_t)(t - target);
   if (tlen > p->cfg->max_request_line) return PLAIN_NO;
