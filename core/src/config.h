@@ -79,8 +79,11 @@
 
 /* Defaults of the keep-alive pool and the DNS cache; each can be changed with
  * rage.http.configure(). Times in milliseconds. */
-#define RAGE_HTTPC_POOL_PER_ORIGIN 16 /* idle connections kept per origin */
-#define RAGE_HTTPC_POOL_TOTAL 256     /* idle connections kept in all */
+/* Idle connections kept per origin: as many as in all (Node's http.Agent keeps 256 too), so that
+ * a burst of concurrent calls to one upstream finds its connections again instead of closing
+ * all but a few and connecting anew. */
+#define RAGE_HTTPC_POOL_PER_ORIGIN 256
+#define RAGE_HTTPC_POOL_TOTAL 256 /* idle connections kept in all */
 #define RAGE_HTTPC_POOL_IDLE 30000    /* an idle connection older than this is closed */
 #define RAGE_HTTPC_DNS_TTL 5000       /* how long a resolved name is reused */
 

@@ -24,7 +24,7 @@ local function peer(res)
   return {port = tonumber(p), conn = tonumber(c), n = tonumber(n), method = m}
 end
 
-local DEFAULT_POOL = {max_idle_per_origin = 16, max_idle = 256, idle_timeout = 30, dns_ttl = 5}
+local DEFAULT_POOL = {max_idle_per_origin = 256, max_idle = 256, idle_timeout = 30, dns_ttl = 5}
 
 describe("rage.http", function()
   local app, bad
