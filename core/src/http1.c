@@ -401,7 +401,7 @@ static int plain_value(const char *s, const char *end) {
 typedef struct {
   int method; /* llhttp_method_t */
   int major, minor;
-  int keep_alive;          /* llhttp's; a plain head's comes from its Connection header */
+  int keep_alive;          /* llhttp's (a plain head always keeps the connection) */
   uint64_t content_length; /* with a Content-Length header */
   int plain;               /* give the head back to llhttp (PLAIN_NO) instead of refusing it */
 } head_t;
@@ -665,7 +665,7 @@ static int plain_head(rage__http1_t *p) {
   }
   const char *target = s + mlen + 1, *t = target;
   while (t < end && (url_byte[(unsigned char)*t] & TARGET)) t++;
-  if (end - t < 15 || memcmp(t, " HTTP/1.1\r\n", 11) != 0) return PLAIN_NO;
+  if (end - t < 13 || memcmp(t, " HTTP/1.1\r\n", 11) != 0) return PLAIN_NO;
   size_t tlen = (size_t)(t - target);
   if (tlen > p->cfg->max_request_line) return PLAIN_NO;
   const char *last = head_end(t + 9, end);
