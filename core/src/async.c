@@ -66,7 +66,7 @@ int rage__async_lua_spawn(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   s->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-  rage__fiber_t *f = rage__fiber_acquire(rt->sched);
+  rage__fiber_t *f = rage__fiber_acquire(rt->sched, nargs);
   s->f = f;
   /* A child's fiber-local table inherits from its parent's (request id, log tags). */
   if (parent && parent->locals_ref != LUA_NOREF) {

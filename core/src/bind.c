@@ -633,6 +633,8 @@ int rage__bind_open(lua_State *L) {
   lua_setfield(L, -2, "SUSPEND");
   lua_pushlightuserdata(L, rage__sched_idle_marker());
   lua_setfield(L, -2, "IDLE");
+  lua_pushlightuserdata(L, rage__sched_idle4_marker());
+  lua_setfield(L, -2, "IDLE4");
   lua_pushstring(L, rage_version());
   lua_setfield(L, -2, "version");
   lua_pushstring(L, rt->env);

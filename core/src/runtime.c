@@ -94,7 +94,7 @@ static void on_job_done(rage__fiber_t *f, void *data, int failed) {
 static int run_job(rage_runtime_t *rt, int nargs, job_result_t *res) {
   lua_State *L = rt->L;
   memset(res, 0, sizeof(*res));
-  rage__fiber_t *f = rage__fiber_acquire(rt->sched);
+  rage__fiber_t *f = rage__fiber_acquire(rt->sched, nargs + 2);
   lua_rawgeti(f->L, LUA_REGISTRYINDEX, rt->trampoline_ref);
   lua_pushlightuserdata(f->L, res);
   lua_xmove(L, f->L, nargs + 1);
@@ -335,7 +335,7 @@ static void start_request(rage_runtime_t *rt, rage__req_t *req) {
     rage__req_job_done(req, 0);
     return;
   }
-  rage__fiber_t *f = rage__fiber_acquire(rt->sched);
+  rage__fiber_t *f = rage__fiber_acquire(rt->sched, 4);
   lua_State *L = f->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->handler_ref);
   rage__bind_push_box(rt, L, req);

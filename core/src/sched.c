@@ -3,7 +3,10 @@
  *
  * Each fiber runs a tiny Lua loop, `loop(job, ...)`: it calls the job, then yields a private
  * IDLE marker and waits to be handed the next job, so a coroutine (and its stack) is reused
- * across thousands of requests. A suspending C function yields the SUSPEND marker instead; the
+ * across thousands of requests. A job may also wait for its next job itself, by yielding the
+ * IDLE4 marker: such a fiber is kept apart and handed only jobs of four arguments (the request
+ * dispatcher's), and resumed with no values first when a job of another shape needs it (see
+ * rage__fiber_acquire). A suspending C function yields the SUSPEND marker instead; the
  * coroutine wrappers that lua/rage/fiber.lua installs pass that marker up through user
  * coroutines, so `coroutine.*` keeps working inside fibers.
  *
@@ -31,9 +34,10 @@ struct rage__sched_s {
   lua_State *L;
   uv_loop_t *loop;
   rage__fiber_t *current;
-  rage__fiber_t *pool; /* idle fibers */
+  rage__fiber_t *pool;  /* idle fibers in the fiber body's loop */
+  rage__fiber_t *pool4; /* idle fibers whose job waits for a job of four arguments (IDLE4) */
   rage__fiber_t *actives; /* running or suspended fibers */
-  unsigned npool;
+  unsigned npool;       /* in both pools */
   unsigned active;
   int loop_ref;        /* the fiber body function */
   int depth;           /* nesting of rage__fiber_resume() */
@@ -46,6 +50,7 @@ struct rage__sched_s {
 };
 
 static char idle_marker;    /* yielded by a fiber whose job has finished */
+static char idle4_marker;   /* yielded by a job that takes the next job of four arguments itself */
 static char suspend_marker; /* yielded by a fiber that waits on an operation */
 
 static const char fiber_body[] =
@@ -62,6 +67,10 @@ void *rage__sched_marker(void) {
 
 void *rage__sched_idle_marker(void) {
   return &idle_marker;
+}
+
+void *rage__sched_idle4_marker(void) {
+  return &idle4_marker;
 }
 
 static void drain_deferred(rage__sched_t *s) {
@@ -124,11 +133,14 @@ static void free_fiber(rage__fiber_t *f) {
 }
 
 void rage__sched_free(rage__sched_t *s) {
-  while (s->pool) {
-    rage__fiber_t *f = s->pool;
-    s->pool = f->next;
-    free_fiber(f);
+  rage__fiber_t *pools[] = {s->pool, s->pool4};
+  for (int i = 0; i < 2; i++) {
+    for (rage__fiber_t *f = pools[i], *next; f; f = next) {
+      next = f->next;
+      free_fiber(f);
+    }
   }
+  s->pool = s->pool4 = NULL;
   luaL_unref(s->L, LUA_REGISTRYINDEX, s->loop_ref);
   uv_close((uv_handle_t *)&s->idle, on_idle_closed);
 }
@@ -141,18 +153,49 @@ unsigned rage__sched_active(rage__sched_t *s) {
   return s->active;
 }
 
-rage__fiber_t *rage__fiber_acquire(rage__sched_t *s) {
-  rage__fiber_t *f = s->pool;
-  if (f) {
-    s->pool = f->next;
+static rage__fiber_t *new_fiber(rage__sched_t *s) {
+  rage__fiber_t *f = rage__calloc(1, sizeof(*f));
+  f->sched = s;
+  f->L = lua_newthread(s->L);
+  f->ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+  lua_rawgeti(f->L, LUA_REGISTRYINDEX, s->loop_ref);
+  return f;
+}
+
+static rage__fiber_t *pop(rage__fiber_t **pool) {
+  rage__fiber_t *f = *pool;
+  if (f) *pool = f->next;
+  return f;
+}
+
+/* Hands a fiber whose job waits for a job of four arguments back to the fiber body's loop: the
+ * job, resumed with no values, returns, and the body yields IDLE. A fiber that does anything
+ * else is not reused. */
+static rage__fiber_t *leave_job(rage__sched_t *s, rage__fiber_t *f) {
+  rage__fiber_t *prev = s->current;
+  s->current = f;
+  int rc = lua_resume(f->L, 0);
+  s->current = prev;
+  int idle = rc == LUA_YIELD && lua_gettop(f->L) > 0 && lua_touserdata(f->L, -1) == &idle_marker;
+  lua_settop(f->L, 0);
+  if (idle) return f;
+  free_fiber(f);
+  return new_fiber(s);
+}
+
+rage__fiber_t *rage__fiber_acquire(rage__sched_t *s, int nargs) {
+  rage__fiber_t *f;
+  if (nargs == 4 && (f = pop(&s->pool4)) != NULL) {
     s->npool--;
+  } else if ((f = pop(&s->pool)) != NULL) {
+    s->npool--;
+  } else if ((f = pop(&s->pool4)) != NULL) {
+    s->npool--;
+    if (nargs != 4) f = leave_job(s, f);
   } else {
-    f = rage__calloc(1, sizeof(*f));
-    f->sched = s;
-    f->L = lua_newthread(s->L);
-    f->ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
-    lua_rawgeti(f->L, LUA_REGISTRYINDEX, s->loop_ref);
+    f = new_fiber(s);
   }
+  f->idle4 = 0;
   f->next = NULL;
   f->locals_ref = LUA_NOREF;
   f->state = RAGE_FIBER_IDLE;
@@ -175,9 +218,10 @@ static void release(rage__fiber_t *f, int reusable) {
   if (f->anext) f->anext->aprev = f->aprev;
   f->aprev = f->anext = NULL;
   if (reusable && s->npool < RAGE_FIBER_POOL_MAX) {
+    rage__fiber_t **pool = f->idle4 ? &s->pool4 : &s->pool;
     f->state = RAGE_FIBER_IDLE;
-    f->next = s->pool;
-    s->pool = f;
+    f->next = *pool;
+    *pool = f;
     s->npool++;
     return;
   }
@@ -210,8 +254,9 @@ static void run(rage__fiber_t *f, int nargs) {
     void *mark = top > 0 ? lua_touserdata(f->L, -1) : NULL;
     if (mark == &suspend_marker && f->state == RAGE_FIBER_SUSPENDED) {
       lua_settop(f->L, 0);
-    } else if (mark == &idle_marker) {
+    } else if (mark == &idle_marker || mark == &idle4_marker) {
       lua_settop(f->L, 0);
+      f->idle4 = mark == &idle4_marker;
       finish(f, 0);
     } else {
       /* A bare coroutine.yield at the top of a fiber has no coroutine to return to. */

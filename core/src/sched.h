@@ -39,6 +39,7 @@ struct rage__fiber_s {
   int ref;          /* registry reference anchoring the coroutine */
   int state;
   int cancelled;
+  int idle4;        /* idle with its job waiting for the next job (IDLE4) */
   unsigned gen;     /* a new value on every suspension; completions carry the one they saw */
   int locals_ref;   /* registry reference to the job's fiber-local table, or LUA_NOREF */
   rage__fiber_cancel_cb cancel;
@@ -66,10 +67,12 @@ void rage__sched_free(rage__sched_t *s);
 rage__fiber_t *rage__fiber_current(rage__sched_t *s);
 
 /*
- * Takes an idle fiber from the pool (or creates one). The caller pushes the job function and
- * its arguments onto fiber->L, then calls rage__fiber_start().
+ * Takes an idle fiber from the pool (or creates one) for a job of `nargs` arguments. The caller
+ * pushes the job function and exactly that many arguments onto fiber->L, then calls
+ * rage__fiber_start(). A job of four arguments may go to a fiber whose last job waits for it
+ * (IDLE4): that job is resumed with the new job and its arguments.
  */
-rage__fiber_t *rage__fiber_acquire(rage__sched_t *s);
+rage__fiber_t *rage__fiber_acquire(rage__sched_t *s, int nargs);
 void rage__fiber_start(rage__fiber_t *f, int nargs, rage__fiber_done_cb done, void *data);
 
 int rage__fiber_suspend(lua_State *L, rage__fiber_t *f, rage__fiber_cancel_cb cancel, void *op);
@@ -96,5 +99,12 @@ void *rage__sched_marker(void);
  * yields it itself is handed the next job as the results of that yield, exactly as the fiber
  * body's own loop would be: the request dispatcher serves request after request that way. */
 void *rage__sched_idle_marker(void);
+
+/* The light userdata a job yields to wait, in its fiber, for the next job of exactly four
+ * arguments (core.IDLE4 in Lua): the yield returns that job and its four arguments, or nothing
+ * when the fiber is wanted for a job of another shape, and the job must then return. The
+ * request dispatcher's loop waits this way, so that it serves the next request without going
+ * back through the fiber body (a vararg tail call LuaJIT cannot compile across the resume). */
+void *rage__sched_idle4_marker(void);
 
 #endif /* RAGE_SCHED_H */

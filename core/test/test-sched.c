@@ -183,7 +183,7 @@ TEST(ten_thousand_fibers) {
   /* All 10,000 wait at the same time: the sleeps overlap instead of adding up. */
   uint64_t t0 = uv_now(rage_runtime_loop(rt));
   for (int i = 0; i < 10000; i++) {
-    rage__fiber_t *f = rage__fiber_acquire(rt->sched);
+    rage__fiber_t *f = rage__fiber_acquire(rt->sched, 1);
     lua_rawgeti(f->L, LUA_REGISTRYINDEX, fn);
     lua_pushinteger(f->L, 50);
     rage__fiber_start(f, 1, on_fiber_done, NULL);
@@ -195,6 +195,77 @@ TEST(ten_thousand_fibers) {
   uv_update_time(rage_runtime_loop(rt));
   ASSERT(uv_now(rage_runtime_loop(rt)) - t0 < 5000);
   luaL_unref(L, LUA_REGISTRYINDEX, fn);
+  teardown();
+}
+
+/* Starts `fn` with the integer arguments args[0..nargs) in a fiber taken for that many. */
+static rage__fiber_t *start_job(int fn, int nargs, const int *args) {
+  rage__fiber_t *f = rage__fiber_acquire(rt->sched, nargs);
+  lua_rawgeti(f->L, LUA_REGISTRYINDEX, fn);
+  for (int i = 0; i < nargs; i++) lua_pushinteger(f->L, args[i]);
+  rage__fiber_start(f, nargs, on_fiber_done, NULL);
+  return f;
+}
+
+static int lua_int(const char *expr) {
+  lua_State *L = rage_runtime_lua(rt);
+  ASSERT_EQ(luaL_dostring(L, expr), 0);
+  int v = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+TEST(job_waits_for_the_next_job_of_four) {
+  setup();
+  lua_State *L = rage_runtime_lua(rt);
+  /* A job like the request dispatcher's: it serves jobs of four arguments itself, waiting for
+   * each with IDLE4, until it is resumed with nothing. */
+  ASSERT_EQ(luaL_dostring(L,
+                          "local IDLE4 = require('rage.core').IDLE4\n"
+                          "_G.served, _G.left = 0, 0\n"
+                          "local loop\n"
+                          "loop = function(a, b, c, d)\n"
+                          "  local j = loop\n"
+                          "  while j == loop do\n"
+                          "    _G.served = _G.served + a + b + c + d\n"
+                          "    _G.co = coroutine.running()\n"
+                          "    j, a, b, c, d = coroutine.yield(IDLE4)\n"
+                          "  end\n"
+                          "  _G.left = _G.left + 1\n"
+                          "  if j then return j(a, b, c, d) end\n"
+                          "end\n"
+                          "return loop"),
+            0);
+  int loop = luaL_ref(L, LUA_REGISTRYINDEX);
+  ASSERT_EQ(luaL_dostring(L, "return function(...) _G.nargs = select('#', ...) "
+                             "_G.same = coroutine.running() == _G.co end"),
+            0);
+  int other = luaL_ref(L, LUA_REGISTRYINDEX);
+  static const int four[] = {1, 2, 3, 4}, one[] = {7};
+
+  rage__fiber_t *f = start_job(loop, 4, four);
+  ASSERT_EQ(lua_int("return served"), 10);
+  ASSERT_EQ(rage__sched_active(rt->sched), 0);
+  /* The next job of four goes to the waiting loop, as the results of its yield. */
+  ASSERT(start_job(loop, 4, four) == f);
+  ASSERT_EQ(lua_int("return served"), 20);
+  ASSERT_EQ(lua_int("return left"), 0);
+  /* A job of another shape gets the same coroutine only after the loop has returned, and
+   * sees exactly its own arguments. */
+  ASSERT(start_job(other, 1, one) == f);
+  ASSERT_EQ(lua_int("return left"), 1);
+  ASSERT_EQ(lua_int("return nargs"), 1);
+  ASSERT_EQ(lua_int("return same and 1 or 0"), 1);
+  /* That fiber is back in the body's loop: a job of four starts the loop afresh. */
+  ASSERT(start_job(loop, 4, four) == f);
+  ASSERT_EQ(lua_int("return served"), 30);
+  /* A different job of four is run by the waiting one, which returns into it. */
+  start_job(other, 4, four);
+  ASSERT_EQ(lua_int("return left"), 2);
+  ASSERT_EQ(lua_int("return nargs"), 4);
+  ASSERT_EQ(rage__sched_active(rt->sched), 0);
+  luaL_unref(L, LUA_REGISTRYINDEX, loop);
+  luaL_unref(L, LUA_REGISTRYINDEX, other);
   teardown();
 }
 
@@ -215,6 +286,7 @@ int main(int argc, char **argv) {
       TEST_ENTRY(sleep_and_order), TEST_ENTRY(fibers_are_reused),
       TEST_ENTRY(pcall_and_user_coroutines_across_waits), TEST_ENTRY(cancel_suspended_fiber),
       TEST_ENTRY(error_in_fiber_is_reported), TEST_ENTRY(ten_thousand_fibers),
+      TEST_ENTRY(job_waits_for_the_next_job_of_four),
       TEST_ENTRY(loop_closes_clean), {NULL, NULL}};
   return test_main(argc, argv, tests);
 }

@@ -24,13 +24,9 @@ local clock = core.clock
 local floor = math.floor
 local responded, respond, respond_type = leaf.responded, leaf.respond, leaf.respond_type
 local response_headers = controller.response_headers
-local yield, IDLE, select, unpack = coroutine.yield, core.IDLE, select, unpack
+local yield, IDLE4 = coroutine.yield, core.IDLE4
 local UNSET = request.UNSET
 local getinfo, getlocal = debug.getinfo, debug.getlocal
-
-local function pack(...)
-  return {n = select("#", ...), ...}
-end
 
 local _M = {}
 
@@ -280,14 +276,15 @@ function _M.new(app)
   end
 
   -- The fiber job the server runs (app.boot installs it): the same request path, but one
-  -- protected call serves request after request. When a request is done the job yields IDLE
-  -- itself and is handed the next job as the results of that yield, as the fiber body's loop
-  -- would be; the protected call returns only when a request fails or the fiber is given
-  -- another kind of job. So no request returns into a protected call: LuaJIT cannot compile a
-  -- return into one from a trace that did not enter it, and a trace stitched after a C call
-  -- (a classic C function the action calls) would end there and leave the rest of the request
-  -- to the interpreter. `cell` tells the error path which request failed.
-  local job, next_request
+  -- protected call serves request after request. When a request is done the job waits for the
+  -- next one itself (next_job: it yields IDLE4, and the scheduler hands it the next request
+  -- job and its four arguments as the results of that yield); the protected call returns only
+  -- when a request fails or the fiber is wanted for another job. So no request returns into a
+  -- protected call: LuaJIT cannot compile a return into one from a trace that did not enter
+  -- it, and a trace stitched after a C call (a classic C function the action calls) would end
+  -- there and leave the rest of the request to the interpreter. `cell` tells the error path
+  -- which request failed.
+  local job
 
   -- The request lives in serve_one's locals only, and that frame is gone before the fiber
   -- yields: a compiled request path whose tables never outlive it lets LuaJIT sink their
@@ -302,9 +299,23 @@ function _M.new(app)
     after(done, t0, method, path)
   end
 
+  -- The next job of four arguments and its arguments, or nothing when the fiber is wanted for
+  -- another kind of job. A function of its own with a fixed number of results, called from
+  -- inside the loop below: LuaJIT then stitches the compiled loop around the yield, and after
+  -- the resume the next request runs compiled at once, not in the interpreter.
+  local function next_job()
+    local j, box, method, path, query = yield(IDLE4)
+    return j, box, method, path, query
+  end
+
+  -- Serves requests until the fiber is given another job (returned with its arguments).
   local function serve_fiber(cell, box, method, path, query)
-    serve_one(box, method, path, query)
-    return next_request(cell, yield(IDLE))
+    local j = job
+    while j == job do
+      serve_one(box, method, path, query)
+      j, box, method, path, query = next_job()
+    end
+    return j, box, method, path, query
   end
 
   -- Records in `cell` the request (and its start time) of the serve_one frame an error went
@@ -327,17 +338,6 @@ function _M.new(app)
     end
   end
 
-  -- Returns (through the protected call, which adds `true`) the other kind of job to run.
-  next_request = function(cell, next_job, ...)
-    if next_job == job then return serve_fiber(cell, ...) end
-    return next_job, pack(...)
-  end
-
-  local function resume(cell, next_job, ...)
-    if next_job == job then return xpcall(serve_fiber, cell.on_error, cell, ...) end
-    return true, next_job, pack(...)
-  end
-
   job = function(box, method, path, query)
     local cell = {req = UNSET, t0 = UNSET, on_error = UNSET}
     cell.on_error = function(err)
@@ -345,10 +345,12 @@ function _M.new(app)
       local e = on_failure(err, serve_one)
       return e
     end
-    local ok, a, b = xpcall(serve_fiber, cell.on_error, cell, box, method, path, query)
-    while true do
+    local j = job
+    while j == job do
+      local ok, a
+      ok, a, box, method, path, query = xpcall(serve_fiber, cell.on_error, cell, box, method, path, query)
       if ok then
-        a(unpack(b, 1, b.n))   -- another kind of job, run as the fiber body runs jobs
+        j = a
       else
         local req = cell.req
         if req == nil then   -- outside a request's protected part: ends the fiber
@@ -363,9 +365,12 @@ function _M.new(app)
         else
           failed(req, err, cell.t0, req.method, req.path)
         end
+        j, box, method, path, query = next_job()
       end
-      ok, a, b = resume(cell, yield(IDLE))
     end
+    -- Another job of four arguments (a reloaded app's), run as the fiber body would run it,
+    -- or none: the fiber goes back to the body's loop.
+    if j ~= nil then return j(box, method, path, query) end
   end
 
   return handler, job
