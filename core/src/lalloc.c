@@ -56,10 +56,15 @@ __attribute__((noinline)) static void *take_from_new_chunk(rage__lalloc_t *a, si
   return p;
 }
 
+/* Popping a block reads its link, in memory the collector freed long ago: the prefetch of the
+ * next block of the class lets the next pop (and the code that fills that block) find it in the
+ * cache instead of waiting for it, as tcmalloc's free lists do. */
 static inline void *take(rage__lalloc_t *a, size_t cls) {
   void *p = a->free[cls];
   if (p != NULL) {
-    a->free[cls] = *(void **)p;
+    void *next = *(void **)p;
+    a->free[cls] = next;
+    __builtin_prefetch(next, 1, 3);
     return p;
   }
   size_t size = cls << CLASS_SHIFT;
