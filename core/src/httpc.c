@@ -16,9 +16,11 @@
  * callback holds one while it runs, so a resumed fiber can never free the exchange under it.
  *
  * Pooling: a connection returns to its origin's pool only after a complete response whose
- * framing allowed reuse (keep-alive, no extra bytes, nothing left in TLS buffers). The pool
- * keeps a dup() of the fd, the libuv handle is closed, and the next request adopts the fd with
- * uv_tcp_open(). A request that still meets a closed pooled connection (the server's close
+ * framing allowed reuse (keep-alive, no extra bytes, nothing left in TLS buffers). Its libuv
+ * handle (rage__httpc_conn_t, memory of its own) goes to the pool as it is, reading: a pooled
+ * connection that reads anything (the server's close, or bytes it should not send) is dropped
+ * from the pool there and then, and the next request on the origin takes it over without a
+ * system call. A request that still meets a closed pooled connection (the server's close
  * raced the reuse) is retried once on a fresh connection when no response byte arrived and the
  * method is idempotent.
  *
@@ -91,8 +93,11 @@ static void x_connect(rage__xchg_t *x);
 static void x_progress(rage__xchg_t *x);
 
 static void on_tcp_closed(uv_handle_t *h) {
-  rage__xchg_t *x = h->data;
-  x->tcp_open = 0;
+  rage__httpc_conn_t *c = (rage__httpc_conn_t *)h;
+  rage__xchg_t *x = c->x;
+  free(c);
+  if (x == NULL) return; /* a pooled connection */
+  x->conn = NULL;
   if (x->reconnect) {
     x->reconnect = 0;
     if (!x->aborted && x->state != RAGE_XCHG_FAILED) {
@@ -106,12 +111,17 @@ static void on_tcp_closed(uv_handle_t *h) {
   x_unref(x);
 }
 
+void rage__httpc_conn_close(rage__httpc_conn_t *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+}
+
 static void x_close_tcp(rage__xchg_t *x) {
-  if (!x->tcp_open || uv_is_closing((uv_handle_t *)&x->tcp)) return;
-  if (x->reading) uv_read_stop((uv_stream_t *)&x->tcp);
+  rage__httpc_conn_t *c = x->conn;
+  if (c == NULL || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  if (x->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   x->reading = 0;
   x->paused = 0;
-  uv_close((uv_handle_t *)&x->tcp, on_tcp_closed);
+  uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
 }
 
 static void x_close_timer(rage__xchg_t *x) {
@@ -188,9 +198,9 @@ static void on_timer(uv_timer_t *t) {
 /* ---- writing ---------------------------------------------------------------------------- */
 
 static void on_write(uv_write_t *req, int status) {
-  rage__xchg_t *x = req->handle->data;
+  rage__xchg_t *x = ((rage__httpc_conn_t *)req->handle)->x;
   free(req);
-  if (status == 0 || status == UV_ECANCELED || x->aborted) return;
+  if (status == 0 || status == UV_ECANCELED || x == NULL || x->aborted) return;
   x_ref(x);
   rage__xchg_fail(x, "http.closed", NULL, "cannot send the request to %s:%d: %s", x->host, x->port,
                   uv_strerror(status));
@@ -200,9 +210,9 @@ static void on_write(uv_write_t *req, int status) {
 
 /* Writes with uv_try_write first; whatever the socket did not take is copied and queued. */
 static void x_write(rage__xchg_t *x, const char *data, size_t len) {
-  if (len == 0 || !x->tcp_open) return;
+  if (len == 0 || x->conn == NULL) return;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  int n = uv_try_write((uv_stream_t *)&x->tcp, &b, 1);
+  int n = uv_try_write((uv_stream_t *)&x->conn->tcp, &b, 1);
   if (n == (int)len) return;
   if (n < 0 && n != UV_EAGAIN) {
     rage__xchg_fail(x, "http.closed", NULL, "cannot send the request to %s:%d: %s", x->host,
@@ -214,7 +224,7 @@ static void x_write(rage__xchg_t *x, const char *data, size_t len) {
   wreq_t *w = rage__malloc(sizeof(*w) + rest);
   memcpy(w->data, data + n, rest);
   b = uv_buf_init(w->data, (unsigned)rest);
-  int r = uv_write(&w->req, (uv_stream_t *)&x->tcp, &b, 1, on_write);
+  int r = uv_write(&w->req, (uv_stream_t *)&x->conn->tcp, &b, 1, on_write);
   if (r < 0) {
     free(w);
     rage__xchg_fail(x, "http.closed", NULL, "cannot send the request to %s:%d: %s", x->host,
@@ -278,8 +288,7 @@ static void x_abort(rage__xchg_t *x, const char *why) {
 /* ---- reading ---------------------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  rage__xchg_t *x = h->data;
-  *buf = uv_buf_init(x->hc->rbuf, RAGE_HTTPC_READ_SIZE);
+  *buf = uv_buf_init(((rage__httpc_conn_t *)h)->hc->rbuf, RAGE_HTTPC_READ_SIZE);
 }
 
 static void x_send(rage__xchg_t *x);
@@ -323,7 +332,12 @@ static void x_input(rage__xchg_t *x, const char *data, size_t len) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  rage__xchg_t *x = s->data;
+  rage__httpc_conn_t *c = (rage__httpc_conn_t *)s;
+  rage__xchg_t *x = c->x;
+  if (x == NULL) { /* pooled: an idle connection has nothing to read but its close */
+    if (nread != 0) rage__httpc_pool_drop(c);
+    return;
+  }
   if (x->aborted) return;
   x_ref(x);
   if (nread > 0) {
@@ -339,8 +353,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void x_start_reading(rage__xchg_t *x) {
-  if (x->reading || !x->tcp_open) return;
-  int r = uv_read_start((uv_stream_t *)&x->tcp, on_alloc, on_read);
+  if (x->reading || x->conn == NULL) return;
+  int r = uv_read_start((uv_stream_t *)&x->conn->tcp, on_alloc, on_read);
   if (r < 0) {
     rage__xchg_fail(x, "http.closed", NULL, "cannot read from %s:%d: %s", x->host, x->port,
                     uv_strerror(r));
@@ -399,7 +413,7 @@ static void x_connect_failed(rage__xchg_t *x, int err) {
 }
 
 static void on_connect(uv_connect_t *req, int status) {
-  rage__xchg_t *x = req->handle->data;
+  rage__xchg_t *x = ((rage__httpc_conn_t *)req->handle)->x;
   if (status == UV_ECANCELED || x->aborted || x->state != RAGE_XCHG_CONNECT) return;
   x_ref(x);
   if (status < 0) x_connect_failed(x, status);
@@ -413,12 +427,14 @@ static void x_connect(rage__xchg_t *x) {
   struct sockaddr_storage *sa = &x->addr[x->addr_i];
   if (sa->ss_family == AF_INET) ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)x->port);
   else ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)x->port);
-  uv_tcp_init(x->loop, &x->tcp);
-  x->tcp.data = x;
-  x->tcp_open = 1;
+  rage__httpc_conn_t *c = rage__calloc(1, sizeof(*c));
+  c->hc = x->hc;
+  c->x = x;
+  uv_tcp_init(x->loop, &c->tcp);
+  x->conn = c;
   x_ref(x);
-  uv_tcp_nodelay(&x->tcp, 1);
-  int r = uv_tcp_connect(&x->creq, &x->tcp, (const struct sockaddr *)sa, on_connect);
+  uv_tcp_nodelay(&c->tcp, 1);
+  int r = uv_tcp_connect(&x->creq, &c->tcp, (const struct sockaddr *)sa, on_connect);
   if (r < 0) x_connect_failed(x, r);
   else x_arm(x);
 }
@@ -501,27 +517,15 @@ static void x_begin_connect(rage__xchg_t *x) {
 
 /* Starts the exchange on a pooled connection if a live one is there, else on a new one. */
 static void x_start(rage__xchg_t *x) {
-  int fd = rage__httpc_pool_take(x->hc, x->origin, uv_now(x->loop), &x->tls);
-  if (fd >= 0) {
-    uv_tcp_init(x->loop, &x->tcp);
-    x->tcp.data = x;
-    if (uv_tcp_open(&x->tcp, fd) == 0) { /* the handle owns the fd, the exchange the session */
-      x->tcp_open = 1;
-      x_ref(x);
-      x->reused = 1;
-      x->hc->reused++;
-      x_send(x);
-      return;
-    }
-    /* The handle never took the fd: close both and start afresh once it has closed. */
-    close(fd);
-    rage__tls_free(&x->tls);
-    x->tcp_open = 1;
+  rage__httpc_conn_t *c = rage__httpc_pool_take(x->hc, x->origin, uv_now(x->loop), &x->tls);
+  if (c != NULL) { /* it is reading already, with the callbacks every connection has */
+    c->x = x;
+    x->conn = c;
     x_ref(x);
-    x->state = RAGE_XCHG_RESOLVE;
-    x->reconnect = 1;
-    x_close_tcp(x);
-    x_arm(x);
+    x->reading = 1;
+    x->reused = 1;
+    x->hc->reused++;
+    x_send(x);
     return;
   }
   x_begin_connect(x);
@@ -531,19 +535,25 @@ static void x_start(rage__xchg_t *x) {
 static void x_finish(rage__xchg_t *x) {
   x->state = RAGE_XCHG_DONE;
   x_close_timer(x);
-  if (!x->tcp_open || uv_is_closing((uv_handle_t *)&x->tcp)) return;
+  rage__httpc_conn_t *c = x->conn;
+  if (c == NULL || uv_is_closing((uv_handle_t *)&c->tcp)) return;
   int reusable = x->keep_alive && x->clean && !x->aborted && !x->no_reuse;
   if (reusable && x->use_tls)
     reusable = x->tls.ssl && BIO_ctrl_pending(x->tls.rbio) == 0 && SSL_pending(x->tls.ssl) == 0;
-  if (reusable && (x->tcp.write_queue_size > 0)) reusable = 0;
-  if (reusable) {
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&x->tcp, &fd) == 0) {
-      int copy = dup(fd);
-      if (copy >= 0) rage__httpc_pool_put(x->hc, x->origin, copy, &x->tls, uv_now(x->loop));
-    }
+  if (reusable && c->tcp.write_queue_size > 0) reusable = 0;
+  /* A pooled connection reads, to see its close: one the response left paused starts again. */
+  if (reusable && !x->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    reusable = 0;
+  if (!reusable) {
+    x_close_tcp(x);
+    return;
   }
-  x_close_tcp(x);
+  c->x = NULL;
+  x->conn = NULL;
+  x->reading = 0;
+  x->paused = 0;
+  rage__httpc_pool_put(x->hc, x->origin, c, &x->tls, uv_now(x->loop));
+  x_unref(x); /* the connection's reference; the caller holds another */
 }
 
 /* ---- results ---------------------------------------------------------------------------- */
@@ -615,7 +625,7 @@ static int push_head(rage__xchg_t *x, lua_State *L) {
 static void x_progress(rage__xchg_t *x) {
   if (x->msg_done && x->state == RAGE_XCHG_BODY) x_finish(x);
   if (x->state == RAGE_XCHG_BODY && x->want_pause && x->reading && x->wait != W_CHUNK) {
-    uv_read_stop((uv_stream_t *)&x->tcp);
+    uv_read_stop((uv_stream_t *)&x->conn->tcp);
     x->reading = 0;
     x->paused = 1;
     x_arm(x);
@@ -875,6 +885,14 @@ int rage__httpc_lua_close_idle(lua_State *L) {
   rage__httpc_t *hc = get_hc(L);
   rage__httpc_pool_sweep(hc, uv_now(hc->loop), 1);
   return 0;
+}
+
+void rage__httpc_close_idle(lua_State *L) {
+  lua_pushlightuserdata(L, &state_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  rage__httpc_t *hc = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (hc) rage__httpc_pool_sweep(hc, uv_now(hc->loop), 1);
 }
 
 static int hc_gc(lua_State *L) {

@@ -47,6 +47,17 @@ enum {
   RAGE_XCHG_FAILED
 };
 
+/* A TCP connection of the client. Its libuv handle lives in memory of its own so that it can
+ * outlive the exchange it served: an idle connection waits in the keep-alive pool as it is,
+ * still registered with the loop and reading, so that one the server closes (or writes to) is
+ * dropped when that happens, and reusing one costs no system call. */
+typedef struct rage__httpc_conn_s {
+  uv_tcp_t tcp; /* first: a pointer to the handle is one to the connection */
+  rage__httpc_t *hc;
+  struct rage__xchg_s *x;              /* the exchange on it; NULL while pooled */
+  struct rage__httpc_pooled_s *pooled; /* its pool entry while pooled */
+} rage__httpc_conn_t;
+
 /* One response header field: offsets into the exchange's hbuf. */
 typedef struct {
   uint32_t name_off, name_len, value_off, value_len;
@@ -70,9 +81,10 @@ typedef struct rage__xchg_s {
   uint64_t started, connect_start, sent_at, last_read;
   uv_timer_t timer;
   int timer_closed;
-  /* the connection */
-  uv_tcp_t tcp;
-  int tcp_open, reconnect, reading, paused;
+  /* the connection: open and held (it holds a reference) until its close callback, or given
+   * to the pool; NULL when there is none */
+  rage__httpc_conn_t *conn;
+  int reconnect, reading, paused;
   uv_connect_t creq;
   uv_getaddrinfo_t gai;
   int gai_pending;
@@ -136,15 +148,22 @@ void rage__httpc_free(rage__httpc_t *hc);
  * which closes them all. */
 void rage__httpc_pool_sweep(rage__httpc_t *hc, uint64_t now, int force);
 
-/* Takes a live idle connection of `origin` (its pool key) out of the pool: returns its socket
- * and moves its TLS session (zeroed for plain HTTP) into *tls, or returns -1 when there is
- * none. The caller owns both. */
-int rage__httpc_pool_take(rage__httpc_t *hc, const char *origin, uint64_t now, rage__tls_t *tls);
+/* Takes an idle connection of `origin` (its pool key) out of the pool: returns it, still
+ * reading, and moves its TLS session (zeroed for plain HTTP) into *tls, or returns NULL when
+ * there is none. The caller owns both. */
+rage__httpc_conn_t *rage__httpc_pool_take(rage__httpc_t *hc, const char *origin, uint64_t now,
+                                          rage__tls_t *tls);
 
-/* Gives an idle connection to the pool, which takes ownership of fd and *tls (zeroed here) and
- * closes them at once when the pool is full. */
-void rage__httpc_pool_put(rage__httpc_t *hc, const char *origin, int fd, rage__tls_t *tls,
-                          uint64_t now);
+/* Gives an idle connection, reading and with no exchange, to the pool, which takes ownership of
+ * it and of *tls (zeroed here) and closes them at once when the pool is full. */
+void rage__httpc_pool_put(rage__httpc_t *hc, const char *origin, rage__httpc_conn_t *c,
+                          rage__tls_t *tls, uint64_t now);
+
+/* A pooled connection read something or failed: it leaves the pool and is closed. */
+void rage__httpc_pool_drop(rage__httpc_conn_t *c);
+
+/* Closes a connection; its memory goes in the close callback (httpc.c). */
+void rage__httpc_conn_close(rage__httpc_conn_t *c);
 
 /* Copies the live cached addresses of `host` into addr (RAGE_HTTPC_MAX_ADDRS entries, ports
  * unset) and returns how many; 0 when the name is not cached or has expired. */

@@ -2,29 +2,27 @@
  * httpc_pool.c - what the HTTP client keeps between exchanges, per runtime: the keep-alive pool
  * of idle connections by origin, the DNS cache and the TLS client contexts.
  *
- * An idle connection is a bare socket (its libuv handle was closed over a dup() of the fd) and
- * its TLS session, so the pool needs no loop iteration to be freed. The pool is bounded per
+ * An idle connection keeps its libuv handle, reading: when the server closes it or writes to it,
+ * the read callback drops it from the pool (rage__httpc_pool_drop), and taking one out costs no
+ * system call. Closing one completes on the next loop iteration. The pool is bounded per
  * origin and in all; connections idle longer than the idle timeout are closed by a sweep that
- * runs at most once a second, when a connection is taken or given back. Before reuse, a peek
- * tells whether the server has closed (or written to) the idle socket; such a connection is
- * dropped. The pool key of an origin holds the scheme, host and port, and for https the
+ * runs at most once a second, when a connection is taken or given back. The pool key of an origin holds the scheme, host and port, and for https the
  * verification settings, so that a connection is only reused by requests that trust alike.
  *
  * The DNS cache keeps the addresses of up to RAGE_HTTPC_DNS_CACHE names, newest first, each
  * for the DNS TTL; when it is full of live entries the oldest goes. TLS contexts are made once
  * per CA file ("" for the system store) and live as long as the state.
  */
-#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "httpc_internal.h"
 
-typedef struct pooled_s {
-  struct pooled_s *next;
-  int fd;
+typedef struct rage__httpc_pooled_s {
+  struct rage__httpc_pooled_s *next;
+  struct rage__httpc_origin_s *origin;
+  rage__httpc_conn_t *conn;
   rage__tls_t tls;
   uint64_t since;
 } pooled_t;
@@ -79,17 +77,10 @@ void rage__httpc_free(rage__httpc_t *hc) {
 /* ---- the pool --------------------------------------------------------------------------- */
 
 static void pooled_close(pooled_t *p) {
-  close(p->fd);
+  p->conn->pooled = NULL;
+  rage__httpc_conn_close(p->conn);
   rage__tls_free(&p->tls);
   free(p);
-}
-
-/* An idle HTTP/1.1 connection must have nothing to read: data or end-of-file means the server
- * closed it (or broke the protocol), so it cannot carry another request. */
-static int pooled_alive(pooled_t *p) {
-  char c;
-  ssize_t r = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 void rage__httpc_pool_sweep(rage__httpc_t *hc, uint64_t now, int force) {
@@ -131,7 +122,8 @@ static origin_t *origin_find(rage__httpc_t *hc, const char *key, int create) {
   return o;
 }
 
-int rage__httpc_pool_take(rage__httpc_t *hc, const char *key, uint64_t now, rage__tls_t *tls) {
+rage__httpc_conn_t *rage__httpc_pool_take(rage__httpc_t *hc, const char *key, uint64_t now,
+                                          rage__tls_t *tls) {
   rage__httpc_pool_sweep(hc, now, 0);
   origin_t *o = origin_find(hc, key, 0);
   while (o && o->idle) {
@@ -139,21 +131,23 @@ int rage__httpc_pool_take(rage__httpc_t *hc, const char *key, uint64_t now, rage
     o->idle = p->next;
     o->nidle--;
     hc->nidle--;
-    if (now - p->since < hc->idle_ms && pooled_alive(p)) {
-      int fd = p->fd;
+    if (now - p->since < hc->idle_ms) {
+      rage__httpc_conn_t *c = p->conn;
+      c->pooled = NULL;
       *tls = p->tls;
       free(p);
-      return fd;
+      return c;
     }
     pooled_close(p);
   }
-  return -1;
+  return NULL;
 }
 
-void rage__httpc_pool_put(rage__httpc_t *hc, const char *key, int fd, rage__tls_t *tls,
-                          uint64_t now) {
+void rage__httpc_pool_put(rage__httpc_t *hc, const char *key, rage__httpc_conn_t *c,
+                          rage__tls_t *tls, uint64_t now) {
   pooled_t *p = rage__calloc(1, sizeof(*p));
-  p->fd = fd;
+  p->conn = c;
+  c->pooled = p;
   p->tls = *tls;
   memset(tls, 0, sizeof(*tls));
   p->since = now;
@@ -164,10 +158,26 @@ void rage__httpc_pool_put(rage__httpc_t *hc, const char *key, int fd, rage__tls_
     if (o->nidle == 0) rage__httpc_pool_sweep(hc, now, 0);
     return;
   }
+  p->origin = o;
   p->next = o->idle;
   o->idle = p;
   o->nidle++;
   hc->nidle++;
+}
+
+void rage__httpc_pool_drop(rage__httpc_conn_t *c) {
+  pooled_t *p = c->pooled;
+  if (p == NULL) return;
+  origin_t *o = p->origin;
+  for (pooled_t **pp = &o->idle; *pp; pp = &(*pp)->next) {
+    if (*pp == p) {
+      *pp = p->next;
+      o->nidle--;
+      c->hc->nidle--;
+      break;
+    }
+  }
+  pooled_close(p);
 }
 
 /* ---- DNS cache and TLS contexts --------------------------------------------------------- */

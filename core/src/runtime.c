@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "httpc.h"
 #include "log.h"
 
 void rage_server_config_init(rage_server_config_t *cfg) {
@@ -495,6 +496,7 @@ void rage_runtime_free(rage_runtime_t *rt) {
   if (rt->fiber_timer_on) uv_close((uv_handle_t *)&rt->fiber_timer, NULL);
   if (rt->sched) rage__sched_free(rt->sched);
   if (rt->timers) rage__timers_free(rt->timers);
+  if (rt->L) rage__httpc_close_idle(rt->L);
   /* Close callbacks free connections (returning their buffers to the pools) and timers. */
   uv_run(rt->loop, UV_RUN_NOWAIT);
   uv_run(rt->loop, UV_RUN_NOWAIT);

@@ -98,6 +98,14 @@ ROUTES["/close-after"] = function(c, req)
   return false
 end
 
+-- A keep-alive response, then, while the client has the connection idle, bytes nobody asked
+-- for (a broken server): the connection stays open.
+ROUTES["/late-bytes"] = function(c, req)
+  ok(c, req)
+  sleep(0.05)
+  return send(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+end
+
 -- A keep-alive response; the next request on this connection gets no answer, only a close.
 ROUTES["/drop-next"] = function(c, req)
   drop_next[c.id] = true
