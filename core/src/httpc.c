@@ -519,6 +519,7 @@ static void x_begin_connect(rage__xchg_t *x) {
 static void x_start(rage__xchg_t *x) {
   rage__httpc_conn_t *c = rage__httpc_pool_take(x->hc, x->origin, uv_now(x->loop), &x->tls);
   if (c != NULL) { /* it is reading already, with the callbacks every connection has */
+    uv_ref((uv_handle_t *)&c->tcp);
     c->x = x;
     x->conn = c;
     x_ref(x);
@@ -548,6 +549,7 @@ static void x_finish(rage__xchg_t *x) {
     x_close_tcp(x);
     return;
   }
+  uv_unref((uv_handle_t *)&c->tcp); /* an idle connection keeps no loop running */
   c->x = NULL;
   x->conn = NULL;
   x->reading = 0;
@@ -887,13 +889,6 @@ int rage__httpc_lua_close_idle(lua_State *L) {
   return 0;
 }
 
-void rage__httpc_close_idle(lua_State *L) {
-  lua_pushlightuserdata(L, &state_key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  rage__httpc_t *hc = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (hc) rage__httpc_pool_sweep(hc, uv_now(hc->loop), 1);
-}
 
 static int hc_gc(lua_State *L) {
   rage__httpc_free(lua_touserdata(L, 1));

@@ -10,8 +10,8 @@
  *
  * The pool and the caches belong to the Lua state (one per runtime): rage__httpc_open()
  * anchors them in the registry and they are freed when the state closes. Idle pooled
- * connections keep their libuv handles, so the runtime closes them (rage__httpc_close_idle)
- * before its last loop iterations.
+ * connections keep their libuv handles, unreferenced (they keep no loop running); closing the
+ * state closes them, and the runtime's last loop pass completes that.
  *
  * The defaults and limits are the RAGE_HTTPC_* values of config.h. The implementation is
  * httpc.c (exchanges and these bindings), httpc_pool.c and httpc_parse.c; httpc_internal.h
@@ -51,8 +51,5 @@ int rage__httpc_lua_stats(lua_State *L);
 /* core.http_close_idle(): closes every idle pooled connection. */
 int rage__httpc_lua_close_idle(lua_State *L);
 
-/* The same from C, for the runtime's shutdown: nothing when the state has no client. Their
- * handles finish closing on the next loop iteration. */
-void rage__httpc_close_idle(lua_State *L);
 
 #endif /* RAGE_HTTPC_H */

@@ -4,16 +4,19 @@
  * Connecting and host name lookups are in pg_connect.c, SQLSTATEs and error objects in
  * pg_error.c, result objects and the decoding of their rows into Lua values in pg_result.c.
  *
- * The poll handle: libpq may close the socket and open another (the next address of a host, a
- * retry without SSL); a new socket can get the old one's number, so the poll handle is
- * re-created whenever the descriptor or its inode changes.
+ * The poll handle: libpq may close the socket and open another while it connects (the next
+ * address of a host, a retry without SSL); a new socket can get the old one's number, so while
+ * connecting the poll handle is re-created whenever the descriptor or its inode changes. Once
+ * connected, the handle stays for the connection's life: an idle connection is watched for
+ * reads too (rage__pg_watch_idle), so that the server's close is seen when it comes and a
+ * statement starts polling without a system call.
  *
  * Running a statement: PQsendQueryParams() (text parameters, text results), PQflush() until
  * the output is sent (watching for readability meanwhile, as libpq asks), then on every
  * readable event PQconsumeInput() and PQgetResult() while PQisBusy() says it will not block.
- * The callback fires when PQgetResult() returns NULL: the connection is idle again, and its
- * poll handle is closed. Any libpq call may drop the socket when the server goes away; the poll
- * handle is closed right after such a call, before another descriptor can take its number.
+ * The callback fires when PQgetResult() returns NULL: the connection is idle again. Any libpq
+ * call may drop the socket when the server goes away; the poll handle is closed right after
+ * such a call, before another descriptor can take its number.
  */
 #include "pg.h"
 
@@ -61,7 +64,8 @@ static void on_poll(uv_poll_t *h, int status, int events);
 int rage__pg_watch(rage__pg_conn_t *c, int events) {
   int fd = PQsocket(c->pg);
   if (fd < 0) return UV_EBADF;
-  if (c->watch && (fd != c->fd || socket_ino(fd) != c->ino)) rage__pg_watch_close(c);
+  if (c->watch && (fd != c->fd || (c->connecting && socket_ino(fd) != c->ino)))
+    rage__pg_watch_close(c);
   if (c->watch == NULL) {
     watch_t *w = rage__malloc(sizeof(*w));
     int r = uv_poll_init(c->loop, &w->poll, fd);
@@ -76,9 +80,15 @@ int rage__pg_watch(rage__pg_conn_t *c, int events) {
     c->fd = fd;
     c->ino = socket_ino(fd);
   }
+  uv_ref((uv_handle_t *)&c->watch->poll);
   if (c->watch->events == events) return 0;
   c->watch->events = events;
   return uv_poll_start(&c->watch->poll, events, on_poll);
+}
+
+void rage__pg_watch_idle(rage__pg_conn_t *c) {
+  if (c->broken || rage__pg_watch(c, UV_READABLE) != 0) rage__pg_watch_close(c);
+  else uv_unref((uv_handle_t *)&c->watch->poll); /* an idle connection keeps no loop running */
 }
 
 /* After a libpq call that may have dropped the socket: stop polling a descriptor that is gone. */
@@ -327,12 +337,12 @@ static void result_done(rage__pg_conn_t *c, PGresult *res) {
       c->plan_changed = 1;
     }
   }
+  if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
   if (c->inflight == 0) {
     c->shared = 0;
     if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && !c->broken && !PQexitPipelineMode(c->pg)) c->broken = 1;
-    rage__pg_watch_close(c);
+    rage__pg_watch_idle(c);
   }
-  if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
   rage__pg_result_cb cb = q->cb;
   void *data = q->data;
   req_free(c, q);
@@ -482,7 +492,7 @@ static void wait_step(rage__pg_conn_t *c, int status) {
   rage__pg_check_socket(c);
   if (n == NULL && !c->broken) return; /* a notice or a parameter change: keep waiting */
   c->waiting = 0;
-  rage__pg_watch_close(c);
+  rage__pg_watch_idle(c);
   rage__pg_notify_cb cb = c->on_notify;
   c->on_notify = NULL;
   cb(c, n, c->data);
@@ -501,6 +511,14 @@ int rage__pg_conn_wait(rage__pg_conn_t *c, rage__pg_notify_cb cb, void *data) {
   return 0;
 }
 
+/* Bytes on an idle connection: a notice, a notification kept for the next wait, or the
+ * server's goodbye, which makes it broken (the pool discards it). */
+static void idle_step(rage__pg_conn_t *c, int status) {
+  if (status < 0 || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
+  rage__pg_check_socket(c);
+  if (c->broken) rage__pg_watch_close(c);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   watch_t *w = h->data;
   rage__pg_conn_t *c = w->conn;
@@ -510,7 +528,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (c->connecting) rage__pg_connect_step(c);
   else if (c->busy) query_step(c, status, events);
   else if (c->waiting) wait_step(c, status);
-  else rage__pg_watch_close(c);
+  else idle_step(c, status);
   if (--c->dispatching == 0 && c->close_pending) rage__pg_conn_free(c);
 }
 

@@ -177,6 +177,7 @@ void rage__pg_push_result(lua_State *L, PGresult *res);
  * connection): not for other callers. */
 int rage__pg_watch(rage__pg_conn_t *c, int events);   /* poll the socket for `events` */
 void rage__pg_watch_close(rage__pg_conn_t *c);
+void rage__pg_watch_idle(rage__pg_conn_t *c);         /* idle: watch for reads, unless broken */
 void rage__pg_check_socket(rage__pg_conn_t *c);       /* libpq dropped the socket: stop polling it */
 void rage__pg_on_notice(void *arg, const char *message);
 void rage__pg_conn_free(rage__pg_conn_t *c);

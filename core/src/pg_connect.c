@@ -28,12 +28,12 @@ static void free_params(rage__pg_conn_t *c);
 
 static void connect_done(rage__pg_conn_t *c, int ok) {
   c->connecting = 0;
-  rage__pg_watch_close(c);
   if (ok) {
     if (PQsetnonblocking(c->pg, 1) != 0) ok = 0;
   }
   free_params(c);
   if (!ok) c->broken = 1;
+  rage__pg_watch_idle(c);
   rage__pg_connect_cb cb = c->on_connect;
   c->on_connect = NULL;
   cb(c, ok, c->data);

@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "config.h"
-#include "httpc.h"
 #include "log.h"
 
 void rage_server_config_init(rage_server_config_t *cfg) {
@@ -496,11 +495,13 @@ void rage_runtime_free(rage_runtime_t *rt) {
   if (rt->fiber_timer_on) uv_close((uv_handle_t *)&rt->fiber_timer, NULL);
   if (rt->sched) rage__sched_free(rt->sched);
   if (rt->timers) rage__timers_free(rt->timers);
-  if (rt->L) rage__httpc_close_idle(rt->L);
   /* Close callbacks free connections (returning their buffers to the pools) and timers. */
   uv_run(rt->loop, UV_RUN_NOWAIT);
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (rt->L) lua_close(rt->L);
+  /* Finalizers close the handles of idle pooled connections (rage.db, rage.http); their close
+   * callbacks free C memory only. */
+  uv_run(rt->loop, UV_RUN_NOWAIT);
   rage__lalloc_free(rt->lalloc);
   rage__pools_free(&rt->pools);
   rage__bind_free_body_limits(&rt->cfg);

@@ -184,7 +184,7 @@ TEST(keepalive_reuse) {
   ASSERT_EQ(r, 1);
   ASSERT_EQ(up.accepted, 1);
   ASSERT_EQ(up.requests, 2);
-  /* The runtime closes with a connection in its pool: a bare socket, no handle to wait for. */
+  /* The runtime closes with a connection in its pool, its handle closed on the way out. */
   teardown();
 }
 

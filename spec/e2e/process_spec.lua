@@ -71,6 +71,18 @@ describe("graceful shutdown (SIGTERM)", function()
     assert.matches("shutting down", srv:log())
   end)
 
+  it("exits 0 with a connection idle in the rage.http pool", function()
+    local up = assert(server.start{app = APP, env = {E2E_SERVER = "keepalive_timeout=60"}})
+    local srv = assert(server.start{app = APP})
+    finally(function()
+      srv:stop()
+      up:stop()
+    end)
+    assert.same({status = 200, idle = 1}, get_json(srv.port, "/relay?port=" .. up.port))
+    srv:signal("TERM")
+    assert.equal(0, srv:wait(3))
+  end)
+
   it("gives up on requests still running after drain_timeout", function()
     local srv = assert(server.start{app = APP, env = {E2E_SERVER = "drain_timeout=0.5"}})
     local c

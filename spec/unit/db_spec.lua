@@ -482,6 +482,18 @@ describe("rage.db", function()
       d:close()
     end)
 
+    it("replaces an idle connection the server closed", function()
+      local d = db.new{url = srv.url, pool = 1}
+      local pid = d:query_one("SELECT pg_backend_pid() AS pid").pid
+      db.query("SELECT pg_terminate_backend($1)", pid)
+      rage.sleep(0.05)
+      assert.equal(7, d:query_one("SELECT 7 AS v").v)
+      assert.are_not.equal(pid, d:query_one("SELECT pg_backend_pid() AS pid").pid)
+      local s = d:stats()
+      assert.same({1, 2, 1}, {s.size, s.opened, s.closed})
+      d:close()
+    end)
+
     it("serves waiters in FIFO order", function()
       local d = db.new{url = srv.url, pool = 1}
       local order = {}
