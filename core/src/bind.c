@@ -631,8 +631,6 @@ int rage__bind_open(lua_State *L) {
   luaL_openlib(L, NULL, core_funcs, 1);
   lua_pushlightuserdata(L, rage__sched_marker());
   lua_setfield(L, -2, "SUSPEND");
-  lua_pushlightuserdata(L, rage__sched_idle_marker());
-  lua_setfield(L, -2, "IDLE");
   lua_pushlightuserdata(L, rage__sched_idle4_marker());
   lua_setfield(L, -2, "IDLE4");
   lua_pushstring(L, rage_version());

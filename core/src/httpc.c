@@ -20,9 +20,10 @@
  * handle (rage__httpc_conn_t, memory of its own) goes to the pool as it is, reading: a pooled
  * connection that reads anything (the server's close, or bytes it should not send) is dropped
  * from the pool there and then, and the next request on the origin takes it over without a
- * system call. A request that still meets a closed pooled connection (the server's close
- * raced the reuse) is retried once on a fresh connection when no response byte arrived and the
- * method is idempotent.
+ * system call. A close can be in the kernel before the loop pass that reads it: a request that
+ * meets such a connection is retried once on a fresh one when no response byte arrived and the
+ * method is idempotent, and a request that is not idempotent peeks at a pooled socket before it
+ * takes it.
  *
  * Timeouts: one timer per exchange, armed for the earliest deadline that applies in the
  * current state (connect, headers, idle, total). Reads do not re-arm it: when it fires early
@@ -103,7 +104,7 @@ static void on_tcp_closed(uv_handle_t *h) {
     if (!x->aborted && x->state != RAGE_XCHG_FAILED) {
       x_ref(x);
       if (x->addr_i < x->naddr) x_connect(x); /* the next address of the name */
-      else x_begin_connect(x);                /* a retry, or a pooled socket that failed */
+      else x_begin_connect(x);                /* a retry on a fresh connection */
       x_progress(x); /* a failure while starting the next attempt is delivered here */
       x_unref(x);
     }
@@ -517,7 +518,8 @@ static void x_begin_connect(rage__xchg_t *x) {
 
 /* Starts the exchange on a pooled connection if a live one is there, else on a new one. */
 static void x_start(rage__xchg_t *x) {
-  rage__httpc_conn_t *c = rage__httpc_pool_take(x->hc, x->origin, uv_now(x->loop), &x->tls);
+  rage__httpc_conn_t *c =
+      rage__httpc_pool_take(x->hc, x->origin, uv_now(x->loop), !x->idempotent, &x->tls);
   if (c != NULL) { /* it is reading already, with the callbacks every connection has */
     uv_ref((uv_handle_t *)&c->tcp);
     c->x = x;
@@ -888,7 +890,6 @@ int rage__httpc_lua_close_idle(lua_State *L) {
   rage__httpc_pool_sweep(hc, uv_now(hc->loop), 1);
   return 0;
 }
-
 
 static int hc_gc(lua_State *L) {
   rage__httpc_free(lua_touserdata(L, 1));

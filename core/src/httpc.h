@@ -51,5 +51,4 @@ int rage__httpc_lua_stats(lua_State *L);
 /* core.http_close_idle(): closes every idle pooled connection. */
 int rage__httpc_lua_close_idle(lua_State *L);
 
-
 #endif /* RAGE_HTTPC_H */

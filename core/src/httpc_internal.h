@@ -150,9 +150,11 @@ void rage__httpc_pool_sweep(rage__httpc_t *hc, uint64_t now, int force);
 
 /* Takes an idle connection of `origin` (its pool key) out of the pool: returns it, still
  * reading, and moves its TLS session (zeroed for plain HTTP) into *tls, or returns NULL when
- * there is none. The caller owns both. */
+ * there is none. The caller owns both. With `check`, a connection whose socket has anything to
+ * read (a close or bytes its read callback has not seen yet) is closed and the next one tried:
+ * for requests that are not retried when a reused connection turns out closed. */
 rage__httpc_conn_t *rage__httpc_pool_take(rage__httpc_t *hc, const char *origin, uint64_t now,
-                                          rage__tls_t *tls);
+                                          int check, rage__tls_t *tls);
 
 /* Gives an idle connection, reading and with no exchange, to the pool, which takes ownership of
  * it and of *tls (zeroed here) and closes them at once when the pool is full. */

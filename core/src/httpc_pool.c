@@ -4,18 +4,23 @@
  *
  * An idle connection keeps its libuv handle, reading: when the server closes it or writes to it,
  * the read callback drops it from the pool (rage__httpc_pool_drop), and taking one out costs no
- * system call. Closing one completes on the next loop iteration. The pool is bounded per
- * origin and in all; connections idle longer than the idle timeout are closed by a sweep that
- * runs at most once a second, when a connection is taken or given back. The pool key of an origin holds the scheme, host and port, and for https the
- * verification settings, so that a connection is only reused by requests that trust alike.
+ * system call. A request that cannot be retried (not idempotent) checks the socket with a peek
+ * first, since a close can be in the kernel before this loop pass reads it. Closing one
+ * completes on the next loop iteration. The pool is bounded per origin and in all; connections
+ * idle longer than the idle timeout are closed by a sweep that runs at most once a second, when
+ * a connection is taken or given back. The pool key of an origin holds the scheme, host and
+ * port, and for https the verification settings, so that a connection is only reused by
+ * requests that trust alike.
  *
  * The DNS cache keeps the addresses of up to RAGE_HTTPC_DNS_CACHE names, newest first, each
  * for the DNS TTL; when it is full of live entries the oldest goes. TLS contexts are made once
  * per CA file ("" for the system store) and live as long as the state.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "httpc_internal.h"
 
@@ -122,8 +127,21 @@ static origin_t *origin_find(rage__httpc_t *hc, const char *key, int create) {
   return o;
 }
 
+/* Nothing has arrived on the socket: no close and no stray bytes that the read callback has
+ * not been called for yet (they may be in the kernel while this loop pass runs). */
+static int pooled_quiet(const pooled_t *p) {
+  uv_os_fd_t fd;
+  char byte;
+  if (uv_fileno((const uv_handle_t *)&p->conn->tcp, &fd) != 0) return 0;
+  ssize_t n;
+  do
+    n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 rage__httpc_conn_t *rage__httpc_pool_take(rage__httpc_t *hc, const char *key, uint64_t now,
-                                          rage__tls_t *tls) {
+                                          int check, rage__tls_t *tls) {
   rage__httpc_pool_sweep(hc, now, 0);
   origin_t *o = origin_find(hc, key, 0);
   while (o && o->idle) {
@@ -131,7 +149,7 @@ rage__httpc_conn_t *rage__httpc_pool_take(rage__httpc_t *hc, const char *key, ui
     o->idle = p->next;
     o->nidle--;
     hc->nidle--;
-    if (now - p->since < hc->idle_ms) {
+    if (now - p->since < hc->idle_ms && (!check || pooled_quiet(p))) {
       rage__httpc_conn_t *c = p->conn;
       c->pooled = NULL;
       *tls = p->tls;

@@ -219,7 +219,11 @@ static void release_conn(pool_t *p, rage__pg_conn_t *c) {
   p->nidle++;
 }
 
-/* The most recently used idle connection that is still alive; dead ones are closed. */
+/* The most recently used idle connection that is still alive; dead ones are closed. The idle
+ * watch marks a connection broken when the loop reads the server's close, but the close may be
+ * in the kernel before that (in this loop pass, or while Lua code runs without yielding), and a
+ * connection back from an abandoned LISTEN has no watch: rage__pg_conn_alive looks at the
+ * socket itself. */
 static rage__pg_conn_t *take_idle(pool_t *p) {
   while (p->idle) {
     rage__pg_conn_t *c = p->idle;

@@ -65,10 +65,6 @@ void *rage__sched_marker(void) {
   return &suspend_marker;
 }
 
-void *rage__sched_idle_marker(void) {
-  return &idle_marker;
-}
-
 void *rage__sched_idle4_marker(void) {
   return &idle4_marker;
 }
@@ -177,6 +173,14 @@ static rage__fiber_t *leave_job(rage__sched_t *s, rage__fiber_t *f) {
   int rc = lua_resume(f->L, 0);
   s->current = prev;
   int idle = rc == LUA_YIELD && lua_gettop(f->L) > 0 && lua_touserdata(f->L, -1) == &idle_marker;
+  if (!idle) {
+    const char *err = rc == LUA_YIELD || rc == 0 ? NULL : lua_tostring(f->L, -1);
+    rage__log(RAGE_LOG_ERROR, "a fiber waiting for a job of four arguments %s%s",
+              rc == LUA_YIELD ? "yielded instead of returning"
+              : rc == 0       ? "ended"
+                              : "failed: ",
+              err ? err : "");
+  }
   lua_settop(f->L, 0);
   if (idle) return f;
   free_fiber(f);

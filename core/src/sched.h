@@ -95,11 +95,6 @@ unsigned rage__sched_active(rage__sched_t *s);
 /* The lightuserdata that suspending C functions yield; Lua's coroutine wrappers pass it up. */
 void *rage__sched_marker(void);
 
-/* The light userdata a fiber's job yields when it has finished (core.IDLE in Lua). A job that
- * yields it itself is handed the next job as the results of that yield, exactly as the fiber
- * body's own loop would be: the request dispatcher serves request after request that way. */
-void *rage__sched_idle_marker(void);
-
 /* The light userdata a job yields to wait, in its fiber, for the next job of exactly four
  * arguments (core.IDLE4 in Lua): the yield returns that job and its four arguments, or nothing
  * when the fiber is wanted for a job of another shape, and the job must then return. The

@@ -344,6 +344,22 @@ describe("rage.http", function()
       assert.equal(0, http.stats().reused - s0.reused)
     end)
 
+    it("does not send a POST on a pooled connection whose close the loop has not read yet", function()
+      local s0 = http.stats()
+      local a = peer(http.get(bad.url .. "/close-after"))
+      -- Busy for 0.2 s without yielding: the server's close reaches the kernel, but the loop
+      -- does not run, so the pool still holds the connection.
+      local t = os.clock() + 0.2
+      while os.clock() < t do end
+      assert.equal(1, http.stats().idle)
+      local b = peer(http.post(bad.url .. "/peer", {body = "x"}))
+      assert.are_not.equal(a.conn, b.conn)
+      assert.equal("POST", b.method)
+      local s1 = http.stats()
+      assert.equal(0, s1.reused - s0.reused)
+      assert.equal(0, s1.retried - s0.retried)
+    end)
+
     it("retries an idempotent request once when a reused connection dies unanswered", function()
       local s0 = http.stats()
       local a = peer(http.get(bad.url .. "/drop-next"))
