@@ -41,14 +41,12 @@
 #define RAGE_PIPELINE_HIGH_WATER (32 * 1024)
 
 /* The Lua collector's pause (percent): a cycle starts when the heap reaches this share of what
- * the last one left alive. Every cycle marks the whole live heap, so a small heap collected
- * often spends most of its collector time marking the same objects again: at the end of each
- * cycle the pause is set so that the heap may grow by RAGE_GC_SLACK bytes, at least
- * RAGE_GC_PAUSE and at most RAGE_GC_PAUSE_MAX percent (runtime.c, gc_cycle_done). A W1 request
- * costs ~0.5k instructions less at 600% than at 300% (bench/apps/full, ~0.8 MiB live). */
-#define RAGE_GC_PAUSE 300
-#define RAGE_GC_PAUSE_MAX 1000
-#define RAGE_GC_SLACK (8 * 1024 * 1024)
+ * the last one left alive. A longer pause marks the live heap less often and saves instructions,
+ * but spreads each request's garbage over more memory: at 300% with room for 8 MiB of garbage,
+ * bench/apps/full's heap grew to ~12 MiB and a W1 request took ~0.3 µs more user CPU than at
+ * 200%, where the heap stays near 2 MiB and in the CPU's cache (bench/RESULTS.md, "The
+ * collector's pause"). 200 is Lua's own default. */
+#define RAGE_GC_PAUSE 200
 
 /* After the last response of a connection, input is read and dropped for at most this long
  * (milliseconds) so that a reset cannot destroy responses the client has not read. */

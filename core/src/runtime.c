@@ -112,34 +112,6 @@ static int open_core(lua_State *L) {
   return rage__bind_open(L);
 }
 
-/* The collector's pause, set again as each cycle ends (see RAGE_GC_SLACK in config.h): a
- * sentinel userdata nothing refers to is finalized at the end of the cycle after it was made,
- * and its finalizer reads what the cycle left alive, sets the pause and plants the next one.
- * LuaJIT does not run finalizers on a trace, so this never runs inside compiled code. */
-static void gc_plant(lua_State *L);
-
-static int gc_cycle_done(lua_State *L) {
-  size_t live = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-  size_t pause = RAGE_GC_PAUSE;
-  if (live > 0 && live < RAGE_GC_SLACK) {
-    size_t slack = 100 + (size_t)RAGE_GC_SLACK / (live / 100 + 1);
-    if (slack > pause) pause = slack < RAGE_GC_PAUSE_MAX ? slack : RAGE_GC_PAUSE_MAX;
-  }
-  lua_gc(L, LUA_GCSETPAUSE, (int)pause);
-  gc_plant(L);
-  return 0;
-}
-
-static void gc_plant(lua_State *L) {
-  lua_newuserdata(L, 1);
-  if (luaL_newmetatable(L, "rage.gc_cycle")) {
-    lua_pushcfunction(L, gc_cycle_done);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  lua_pop(L, 1);
-}
-
 int rage_runtime_new(rage_runtime_t **out, uv_loop_t *loop, const rage_options_t *opts) {
   rage_options_t none = {0};
   if (opts == NULL) opts = &none;
@@ -174,7 +146,6 @@ int rage_runtime_new(rage_runtime_t **out, uv_loop_t *loop, const rage_options_t
   }
   rt->L = L;
   lua_gc(L, LUA_GCSETPAUSE, RAGE_GC_PAUSE);
-  gc_plant(L);
   luaL_openlibs(L);
 
   /* package.path: the framework's modules first. */
