@@ -99,14 +99,14 @@ static void on_tcp_closed(uv_handle_t *h) {
   free(c);
   if (x == NULL) return; /* a pooled connection */
   x->conn = NULL;
+  /* The closed connection's reference to the exchange is dropped last: it keeps the exchange
+   * alive while the next attempt starts. */
   if (x->reconnect) {
     x->reconnect = 0;
     if (!x->aborted && x->state != RAGE_XCHG_FAILED) {
-      x_ref(x);
       if (x->addr_i < x->naddr) x_connect(x); /* the next address of the name */
       else x_begin_connect(x);                /* a retry on a fresh connection */
       x_progress(x); /* a failure while starting the next attempt is delivered here */
-      x_unref(x);
     }
   }
   x_unref(x);
