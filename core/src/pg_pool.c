@@ -350,10 +350,16 @@ static void resume_op(op_t *op) {
   rage__fiber_resume(f, n);
 }
 
+/* Holds the reference complete() took. While the fiber side is not over, the fiber holds one
+ * too, so the deferral's is dropped first and resume_op() drops the fiber's. */
 static void deferred_resume(void *data) {
   op_t *op = data;
+  if (op->gone) {
+    op_unref(op);
+    return;
+  }
+  op->refs--;
   resume_op(op);
-  op_unref(op);
 }
 
 /* Ends the op. `direct` resumes its fiber now (only from the op's own libuv callbacks, after
