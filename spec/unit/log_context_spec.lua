@@ -82,7 +82,7 @@ end)
 describe("rage.log json format", function()
   it("produces one JSON object per line", function()
     -- Capture through a pipe: run a child rage-lua with the json format and read its stderr.
-    local bin = os.getenv("RAGE_BIN") or arg[-1] or "rage-lua"
+    local bin = require("spec.support.server").bin()
     local script = os.tmpname() .. ".lua"
     local f = io.open(script, "w")
     f:write('local log = require("rage.log"); log.format("json"); log.context{user = "u1"}; log.warn("hello ", 1)\n')
